@@ -1,0 +1,55 @@
+"""Per-connection TCP keepalive below the path's idle timeout.
+
+Long-lived TCP connections that sit idle longer than a middlebox's idle timeout (conntrack behind kube-proxy,
+IPVS, cloud NAT gateways and load balancers) are forgotten by it; the next packet hangs or is reset. keepalive
+sets SO_KEEPALIVE, TCP_KEEPIDLE / TCP_KEEPINTVL / TCP_KEEPCNT and TCP_USER_TIMEOUT on each connection, with the
+idle time below the shortest timeout on the path, so the kernel's probes refresh every middlebox::
+
+    import keepalive
+
+    sock = keepalive.create_connection(("db.internal", 5432), timeout=5)
+    keepalive.apply(existing_sock, keepalive.Policy(idle=60, interval=10, count=5))
+
+``import keepalive`` needs only the standard library; runtimes and clients live in optional modules
+(``keepalive.asyncio``, ``keepalive.anyio``, ``keepalive.trio``, ``keepalive.adapters.<client>``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from keepalive._exceptions import InvalidPolicy, KeepaliveError, KeepaliveWarning, UnsupportedPlatformWarning
+from keepalive._platform import CURRENT as PLATFORM
+from keepalive._platform import Applied, PlatformInfo
+from keepalive._policy import (
+    BUILTIN_POLICY,
+    Policy,
+    default_policy,
+    explain_default_policy,
+    reset_default_policy,
+)
+from keepalive._socket import SocketLike, apply, create_connection, create_server, socket_options
+from keepalive._version import __version__
+
+__all__ = [
+    "BUILTIN_POLICY",
+    "PLATFORM",
+    "Applied",
+    "InvalidPolicy",
+    "KeepaliveError",
+    "KeepaliveWarning",
+    "PlatformInfo",
+    "Policy",
+    "SocketLike",
+    "UnsupportedPlatformWarning",
+    "__version__",
+    "apply",
+    "create_connection",
+    "create_server",
+    "default_policy",
+    "explain_default_policy",
+    "reset_default_policy",
+    "socket_options",
+]
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -1,0 +1,419 @@
+"""The keepalive policy: a frozen value, its derivation from a path timeout, and the process default.
+
+Formula of :meth:`Policy.below` for a path idle timeout ``T`` (seconds, ``T >= 3``)::
+
+    budget   = floor(0.75 * T)                 # 25 % margin, at least 2 s below T for T >= 8
+    interval = clamp(budget // 8, 1, 30)
+    idle     = min(300, budget - interval)
+    count    = 5
+    user_timeout = idle + interval * count     # the time to declare a silent peer dead
+
+so ``idle + interval <= budget < T``: if the first probe is lost, the second one still refreshes the middlebox
+before it forgets the connection. ``idle`` is capped at 300 s so that a path with a huge timeout (conntrack's
+432000 s) still detects a dead peer within ``300 + 30 * 5 = 450`` s.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from keepalive._exceptions import InvalidPolicy
+from keepalive._log import get_logger
+
+__all__ = [
+    "BUILTIN_POLICY",
+    "ENV_COUNT",
+    "ENV_IDLE",
+    "ENV_INTERVAL",
+    "ENV_PATH_TIMEOUT",
+    "ENV_USER_TIMEOUT",
+    "Policy",
+    "default_policy",
+    "explain_default_policy",
+    "reset_default_policy",
+    "resolve_default_policy",
+]
+
+log = get_logger("policy")
+
+#: Linux's limits (``man 7 tcp``); the strictest of the supported platforms, so a valid policy is valid everywhere.
+IDLE_RANGE: Final = (1, 32767)
+INTERVAL_RANGE: Final = (1, 32767)
+COUNT_RANGE: Final = (1, 127)
+#: TCP_USER_TIMEOUT is an unsigned int of milliseconds; Linux rejects values above INT_MAX.
+USER_TIMEOUT_MAX: Final = (2**31 - 1) / 1000
+
+#: Parameters of :meth:`Policy.below`.
+BELOW_MARGIN: Final = 0.75
+BELOW_IDLE_CAP: Final = 300
+BELOW_INTERVAL_CAP: Final = 30
+BELOW_COUNT: Final = 5
+BELOW_MIN_TIMEOUT: Final = 3
+
+ENV_IDLE: Final = "KEEPALIVE_IDLE"
+ENV_INTERVAL: Final = "KEEPALIVE_INTERVAL"
+ENV_COUNT: Final = "KEEPALIVE_COUNT"
+ENV_USER_TIMEOUT: Final = "KEEPALIVE_USER_TIMEOUT"
+ENV_PATH_TIMEOUT: Final = "KEEPALIVE_PATH_TIMEOUT"
+_ENV_VARS: Final = (ENV_IDLE, ENV_INTERVAL, ENV_COUNT, ENV_USER_TIMEOUT, ENV_PATH_TIMEOUT)
+_OFF_WORDS: Final = frozenset({"off", "none", "no", "false", "disabled"})
+
+
+class _Derived:
+    """Marker default of ``Policy.user_timeout``: derive it as ``idle + interval * count``."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "idle + interval * count"
+
+
+_DERIVED: Any = _Derived()
+
+
+def _whole(name: str, value: object, bounds: tuple[int, int], unit: str) -> int:
+    lo, hi = bounds
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidPolicy(f"{name} must be a whole number of {unit} in {lo}..{hi}, got {value!r}")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise InvalidPolicy(f"{name} must be a whole number of {unit} in {lo}..{hi}, got {value!r}")
+        value = int(value)
+    if not lo <= value <= hi:
+        raise InvalidPolicy(f"{name} must be in {lo}..{hi} {unit}, got {value!r}")
+    return value
+
+
+def _user_timeout(name: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidPolicy(f"{name} must be a number of seconds in 0..{USER_TIMEOUT_MAX:g} or None, got {value!r}")
+    if not math.isfinite(value) or not 0 <= value <= USER_TIMEOUT_MAX:
+        raise InvalidPolicy(f"{name} must be in 0..{USER_TIMEOUT_MAX:g} seconds (0 = off), got {value!r}")
+    if 0 < value < 0.001:
+        raise InvalidPolicy(f"{name} must be 0 or at least 0.001 seconds (1 ms), got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class Policy:
+    """Per-connection TCP keepalive settings.
+
+    Args:
+        idle: seconds of silence before the first probe (TCP_KEEPIDLE; TCP_KEEPALIVE on macOS), 1..32767.
+        interval: seconds between unanswered probes (TCP_KEEPINTVL), 1..32767.
+        count: unanswered probes before the connection is dropped (TCP_KEEPCNT), 1..127.
+        user_timeout: TCP_USER_TIMEOUT in seconds: how long sent data may stay unacknowledged (and, on Linux,
+            how long keepalive may go unanswered) before the connection is dropped. Defaults to
+            ``idle + interval * count``; ``None`` leaves the socket's own value; ``0`` sets the kernel default (off).
+
+    Raises:
+        InvalidPolicy: a value is out of range; the message names the field, the value and the range.
+
+    >>> Policy(idle=60, interval=10, count=5)
+    Policy(idle=60, interval=10, count=5, user_timeout=110)
+    """
+
+    idle: int
+    interval: int
+    count: int
+    user_timeout: float | None
+    _plan: Any = field(repr=False, compare=False, hash=False)
+
+    def __init__(
+        self,
+        *,
+        idle: int = 60,
+        interval: int = 10,
+        count: int = 5,
+        user_timeout: float | None = _DERIVED,
+    ) -> None:
+        idle = _whole("idle", idle, IDLE_RANGE, "seconds")
+        interval = _whole("interval", interval, INTERVAL_RANGE, "seconds")
+        count = _whole("count", count, COUNT_RANGE, "probes")
+        if user_timeout is _DERIVED:
+            user_timeout = idle + interval * count
+        else:
+            user_timeout = _user_timeout("user_timeout", user_timeout)
+        object.__setattr__(self, "idle", idle)
+        object.__setattr__(self, "interval", interval)
+        object.__setattr__(self, "count", count)
+        object.__setattr__(self, "user_timeout", user_timeout)
+        # The platform's setsockopt plan, compiled on first apply() (keepalive._platform).
+        object.__setattr__(self, "_plan", None)
+
+    @property
+    def user_timeout_ms(self) -> int | None:
+        """TCP_USER_TIMEOUT in milliseconds, as the kernel takes it, or None."""
+        if self.user_timeout is None:
+            return None
+        return round(self.user_timeout * 1000)
+
+    @property
+    def detection_time(self) -> float:
+        """Worst-case seconds to notice a silent peer on an idle connection: ``idle + interval * count``,
+        or the user timeout when that is shorter (Linux aborts once it has elapsed)."""
+        keepalive = self.idle + self.interval * self.count
+        if self.user_timeout:
+            return min(keepalive, max(self.user_timeout, self.idle + self.interval))
+        return keepalive
+
+    def replace(self, **changes: Any) -> Policy:
+        """A copy with some fields changed; ``user_timeout`` is re-derived unless given or set to None."""
+        fields: dict[str, Any] = {"idle": self.idle, "interval": self.interval, "count": self.count}
+        derived = self.user_timeout == self.idle + self.interval * self.count
+        if not derived:
+            fields["user_timeout"] = self.user_timeout
+        fields.update(changes)
+        return Policy(**fields)
+
+    @classmethod
+    def below(cls, timeout: float) -> Policy:
+        """The policy for a path that forgets a connection after ``timeout`` idle seconds.
+
+        Even if one probe is lost, the next reaches the middlebox in time: ``idle + interval <=
+        floor(0.75 * timeout)``. ``idle`` is capped at 300 s, ``interval`` at 30 s, ``count`` is 5. Works for any
+        ``timeout >= 3`` seconds (a conntrack established timeout, AWS NAT Gateway's 350, IPVS's 900, ...).
+
+        >>> Policy.below(350)
+        Policy(idle=232, interval=30, count=5, user_timeout=382)
+        >>> Policy.below(3)
+        Policy(idle=1, interval=1, count=5, user_timeout=6)
+        """
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not math.isfinite(timeout):
+            raise InvalidPolicy(f"timeout must be a finite number of seconds >= {BELOW_MIN_TIMEOUT}, got {timeout!r}")
+        if timeout < BELOW_MIN_TIMEOUT:
+            raise InvalidPolicy(
+                f"timeout must be >= {BELOW_MIN_TIMEOUT} seconds (keepalive works in whole seconds: "
+                f"idle 1 + interval 1 must stay below it), got {timeout!r}"
+            )
+        budget = max(2, math.floor(timeout * BELOW_MARGIN))
+        interval = min(BELOW_INTERVAL_CAP, max(1, budget // 8))
+        idle = min(BELOW_IDLE_CAP, budget - interval)
+        return cls(idle=idle, interval=interval, count=BELOW_COUNT)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Policy | None:
+        """The policy set by environment variables, or None when none of them is set.
+
+        ``KEEPALIVE_IDLE``, ``KEEPALIVE_INTERVAL``, ``KEEPALIVE_COUNT`` (whole seconds / probes),
+        ``KEEPALIVE_USER_TIMEOUT`` (seconds, or ``off`` to leave the socket's own) and ``KEEPALIVE_PATH_TIMEOUT``
+        (seconds: start from :meth:`below` of it). Fields not given come from ``below(KEEPALIVE_PATH_TIMEOUT)``
+        when that is set, else from :data:`BUILTIN_POLICY`. Empty values count as unset.
+
+        Raises:
+            InvalidPolicy: a value is malformed or out of range; the message names the variable and its value.
+        """
+        env = os.environ if environ is None else environ
+        raw = {name: env[name].strip() for name in _ENV_VARS if env.get(name, "").strip()}
+        if not raw:
+            return None
+        base = BUILTIN_POLICY
+        path_timeout: float | None = None
+        if ENV_PATH_TIMEOUT in raw:
+            path_timeout = _env_number(ENV_PATH_TIMEOUT, raw[ENV_PATH_TIMEOUT])
+            try:
+                base = cls.below(path_timeout)
+            except InvalidPolicy as exc:
+                raise InvalidPolicy(f"{ENV_PATH_TIMEOUT}={raw[ENV_PATH_TIMEOUT]!r}: {exc}") from None
+        fields: dict[str, Any] = {"idle": base.idle, "interval": base.interval, "count": base.count}
+        for name, key, bounds, unit in (
+            (ENV_IDLE, "idle", IDLE_RANGE, "seconds"),
+            (ENV_INTERVAL, "interval", INTERVAL_RANGE, "seconds"),
+            (ENV_COUNT, "count", COUNT_RANGE, "probes"),
+        ):
+            if name in raw:
+                value = _env_number(name, raw[name])
+                try:
+                    fields[key] = _whole(name, value, bounds, unit)
+                except InvalidPolicy as exc:
+                    raise InvalidPolicy(f"{name}={raw[name]!r}: {exc}") from None
+        if ENV_USER_TIMEOUT in raw:
+            text = raw[ENV_USER_TIMEOUT]
+            if text.lower() in _OFF_WORDS:
+                fields["user_timeout"] = None
+            else:
+                try:
+                    fields["user_timeout"] = _user_timeout(ENV_USER_TIMEOUT, _env_number(ENV_USER_TIMEOUT, text))
+                except InvalidPolicy as exc:
+                    raise InvalidPolicy(f"{ENV_USER_TIMEOUT}={text!r}: {exc}") from None
+        policy = cls(**fields)
+        if path_timeout is not None and policy.idle + policy.interval >= path_timeout:
+            raise InvalidPolicy(
+                f"{ENV_IDLE}={policy.idle} + {ENV_INTERVAL}={policy.interval} must stay below "
+                f"{ENV_PATH_TIMEOUT}={raw[ENV_PATH_TIMEOUT]!r}, or the path forgets idle connections "
+                "before the second probe"
+            )
+        return policy
+
+    @classmethod
+    def parse(cls, text: str) -> Policy:
+        """Parse ``"idle,interval,count[,user_timeout]"`` or ``"idle=60,interval=10,count=5,user_timeout=off"``.
+
+        Missing fields keep the built-in default's values. Used by command-line flags such as ``--policy``.
+
+        Raises:
+            InvalidPolicy: the text is malformed or a value is out of range; the message quotes the text.
+        """
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidPolicy(f"policy must look like 'idle,interval,count' (e.g. '60,10,5'), got {text!r}")
+        names = ("idle", "interval", "count", "user_timeout")
+        parts = [p.strip() for p in text.split(",")]
+        fields: dict[str, Any] = {}
+        for index, part in enumerate(parts):
+            key, sep, value = part.partition("=")
+            if sep:
+                key = key.strip().lower().replace("-", "_")
+                if key not in names:
+                    raise InvalidPolicy(f"policy {text!r}: unknown field {key!r}; expected one of {', '.join(names)}")
+            else:
+                if index >= len(names):
+                    raise InvalidPolicy(f"policy {text!r}: at most 4 values (idle,interval,count,user_timeout)")
+                key, value = names[index], part
+            value = value.strip()
+            if key == "user_timeout" and value.lower() in _OFF_WORDS:
+                fields[key] = None
+                continue
+            try:
+                fields[key] = _env_number(key, value)
+            except InvalidPolicy:
+                raise InvalidPolicy(f"policy {text!r}: {key} must be a number, got {value!r}") from None
+        try:
+            return cls(**fields)
+        except InvalidPolicy as exc:
+            raise InvalidPolicy(f"policy {text!r}: {exc}") from None
+
+    def to_env(self) -> dict[str, str]:
+        """The ``KEEPALIVE_*`` environment variables that reproduce this policy (see :meth:`from_env`)."""
+        return {
+            ENV_IDLE: str(self.idle),
+            ENV_INTERVAL: str(self.interval),
+            ENV_COUNT: str(self.count),
+            ENV_USER_TIMEOUT: "off" if self.user_timeout is None else f"{self.user_timeout:g}",
+        }
+
+    def __str__(self) -> str:
+        user = "off" if self.user_timeout is None else f"{self.user_timeout:g}s"
+        return f"idle={self.idle}s interval={self.interval}s count={self.count} user_timeout={user}"
+
+
+def _env_number(name: str, text: str) -> float:
+    value = text.strip().lower()
+    if value.endswith("s") and not value.endswith("ms"):
+        value = value[:-1]
+    try:
+        number = float(value)
+    except ValueError:
+        raise InvalidPolicy(f"{name}={text!r}: expected a number of seconds") from None
+    if not math.isfinite(number):
+        raise InvalidPolicy(f"{name}={text!r}: expected a finite number of seconds")
+    return int(number) if number.is_integer() else number
+
+
+#: The default when nothing else is known: below the lowest common cloud idle timeout (Azure LB / NAT, 240 s).
+BUILTIN_POLICY: Final = Policy(idle=60, interval=10, count=5)
+
+_default: tuple[Policy, str] | None = None
+_default_lock = threading.RLock()
+
+
+def _detected_path_timeout() -> tuple[float, bool] | None:
+    """Ask the checker (if present) for the smallest path timeout it can see cheaply; never raises."""
+    try:
+        from keepalive.checker import _runtime as checker_runtime  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return None
+    try:
+        found: tuple[float, bool] | None = checker_runtime.detected_path_timeout()
+        return found
+    except Exception:
+        log.debug("path timeout detection failed", exc_info=True)
+        return None
+
+
+def _compute_default() -> tuple[Policy, str]:
+    env = Policy.from_env()
+    if env is not None:
+        return env, "environment (KEEPALIVE_*)"
+    detected = _detected_path_timeout()
+    if detected is None:
+        return BUILTIN_POLICY, "built-in default (below Azure's 240 s, the lowest common cloud idle timeout)"
+    timeout, explicit = detected
+    try:
+        derived = Policy.below(timeout)
+    except InvalidPolicy:
+        log.debug("detected path timeout %r is unusable", timeout)
+        return BUILTIN_POLICY, "built-in default"
+    if explicit:
+        return derived, f"below({timeout:g}) of the configured path timeout"
+    if derived.idle + derived.interval < BUILTIN_POLICY.idle + BUILTIN_POLICY.interval:
+        return derived, f"below({timeout:g}) of the path timeout found on this node"
+    return BUILTIN_POLICY, (
+        f"built-in default (the node's path timeout {timeout:g} s is longer; the built-in default also covers "
+        "cloud NAT/LB idle timeouts down to 240 s)"
+    )
+
+
+def explain_default_policy() -> tuple[Policy, str]:
+    """The process's default policy and where it came from (cached like :func:`default_policy`)."""
+    global _default
+    cached = _default
+    if cached is not None:
+        return cached
+    with _default_lock:
+        if _default is None:
+            _default = _compute_default()
+        return _default
+
+
+def default_policy() -> Policy:
+    """The policy used when none is given, computed once per process and cached.
+
+    In order: the ``KEEPALIVE_*`` environment variables (:meth:`Policy.from_env`); else :meth:`Policy.below` of
+    the path timeout the checker finds (``KEEPALIVE_MIDDLEBOX`` / ``KEEPALIVE_PATH_TIMEOUT`` / a kube-proxy
+    configuration are taken as given; a timeout read from this node's conntrack is used only when it is tighter
+    than the built-in default); else :data:`BUILTIN_POLICY` (idle 60, interval 10, count 5).
+
+    Raises:
+        InvalidPolicy: a ``KEEPALIVE_*`` variable is malformed (the result is not cached, so fixing the
+            environment and calling again works).
+    """
+    cached = _default
+    if cached is not None:
+        return cached[0]
+    return explain_default_policy()[0]
+
+
+def resolve_default_policy() -> Policy:
+    """:func:`default_policy`, but never raising: a broken ``KEEPALIVE_*`` setting is logged once as an error
+    and :data:`BUILTIN_POLICY` is used (and cached) instead. Wrappers and adapters use this."""
+    global _default
+    cached = _default
+    if cached is not None:
+        return cached[0]
+    try:
+        return explain_default_policy()[0]
+    except InvalidPolicy as exc:
+        with _default_lock:
+            if _default is None:
+                log.error(
+                    "keepalive: ignoring the environment and using the built-in policy (%s): %s",
+                    BUILTIN_POLICY,
+                    exc,
+                    extra={"keepalive_error": str(exc)},
+                )
+                _default = (BUILTIN_POLICY, f"built-in default (the environment is invalid: {exc})")
+            return _default[0]
+
+
+def reset_default_policy() -> None:
+    """Forget the cached default policy, so the next :func:`default_policy` call recomputes it (for tests)."""
+    global _default
+    with _default_lock:
+        _default = None

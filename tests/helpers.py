@@ -1,0 +1,159 @@
+"""Test support shared by every test module: socket option read-back, finding a client's socket, skip rules."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from keepalive import Policy
+
+LINUX = hasattr(socket, "TCP_KEEPIDLE") and hasattr(socket, "TCP_USER_TIMEOUT")
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def keepalive_options(sock: Any) -> dict[str, int]:
+    """getsockopt of every keepalive option on ``sock`` (Linux names; user_timeout in ms)."""
+    return {
+        "keepalive": sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+        "idle": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+        "interval": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+        "count": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+        "user_timeout_ms": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
+    }
+
+
+def expected_options(policy: Policy) -> dict[str, int]:
+    """What :func:`keepalive_options` reads back from a socket that carries ``policy``."""
+    return {
+        "keepalive": 1,
+        "idle": policy.idle,
+        "interval": policy.interval,
+        "count": policy.count,
+        "user_timeout_ms": policy.user_timeout_ms or 0,
+    }
+
+
+def assert_policy_applied(sock: Any, policy: Policy) -> None:
+    """Assert that the live socket carries ``policy`` (read back with getsockopt)."""
+    got = keepalive_options(sock)
+    want = expected_options(policy)
+    if policy.user_timeout is None:
+        got.pop("user_timeout_ms")
+        want.pop("user_timeout_ms")
+    assert got == want, f"socket options {got} != policy {want}"
+
+
+def _inodes_by_local_port(port: int) -> set[int]:
+    inodes: set[int] = set()
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    local_port = int(fields[1].rsplit(":", 1)[1], 16)
+                    if local_port == port and fields[3] != "0A":  # not LISTEN
+                        inodes.add(int(fields[9]))
+        except FileNotFoundError:
+            continue
+    return inodes
+
+
+def socket_for_local_port(port: int) -> socket.socket:
+    """A duplicate of this process's connected TCP socket whose local port is ``port``.
+
+    Options are per socket, not per fd, so getsockopt on the duplicate reads the client's real socket. Close the
+    returned socket when done (that closes only the duplicate).
+    """
+    inodes = _inodes_by_local_port(port)
+    assert inodes, f"no TCP connection with local port {port} in /proc/self/net/tcp*"
+    for fd_name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd_name}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and int(target[8:-1]) in inodes:
+            return socket.socket(fileno=os.dup(int(fd_name)))
+    raise AssertionError(f"no fd of this process holds the connection with local port {port}")
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip the test when the server is unreachable; fail instead under KEEPALIVE_REQUIRE_SERVICES=1."""
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return
+    except OSError as exc:
+        reason = f"{name} is not reachable at {host}:{port}: {exc}"
+    if _truthy("KEEPALIVE_REQUIRE_SERVICES"):
+        pytest.fail(f"{reason} (KEEPALIVE_REQUIRE_SERVICES=1)")
+    pytest.skip(reason)
+
+
+def lab_unavailable_reason() -> str | None:
+    """Why the conntrack lab cannot run here, or None."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return "needs root"
+    for tool in ("ip", "nft", "sysctl"):
+        if shutil.which(tool) is None:
+            return f"needs the {tool!r} command"
+    if not os.path.exists("/proc/sys/net/netfilter") and not os.path.exists("/proc/net/nf_conntrack"):
+        # nf_conntrack may still load on first use; the lab itself reports the precise error.
+        pass
+    return None
+
+
+def require_lab() -> None:
+    """Skip the test when root / ip netns / nft are missing; fail instead under KEEPALIVE_REQUIRE_LAB=1."""
+    reason = lab_unavailable_reason()
+    if reason is None:
+        return
+    if _truthy("KEEPALIVE_REQUIRE_LAB"):
+        pytest.fail(f"lab unavailable: {reason} (KEEPALIVE_REQUIRE_LAB=1)")
+    pytest.skip(f"lab unavailable: {reason}")
+
+
+@contextlib.contextmanager
+def echo_server(host: str = "127.0.0.1", family: socket.AddressFamily = socket.AF_INET) -> Iterator[tuple[str, int]]:
+    """A threaded TCP echo server on loopback; yields its (host, port). Accepted sockets are kept for the test."""
+    listener = socket.create_server((host, 0), family=family)
+    listener.settimeout(0.2)
+    stop = threading.Event()
+    conns: list[socket.socket] = []
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conns.append(conn)
+            threading.Thread(target=_echo, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[:2]
+    finally:
+        stop.set()
+        thread.join(2)
+        listener.close()
+        for conn in conns:
+            conn.close()
+
+
+def _echo(conn: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := conn.recv(65536):
+            conn.sendall(data)
