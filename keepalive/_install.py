@@ -1,0 +1,334 @@
+"""Process-wide keepalive: :func:`install` and :func:`uninstall`.
+
+``install()`` overrides ``connect`` and ``connect_ex`` on :class:`socket.socket` (the Python subclass of the C
+type ``_socket.socket``; the C type itself cannot be patched). Every connection made from Python goes through
+them: ``socket.create_connection``, asyncio's selector loops (``loop.sock_connect`` / ``create_connection`` call
+``sock.connect``), trio (its socket wraps a :class:`socket.socket`), anyio on both, uvloop's ``sock_connect``,
+``ssl.SSLSocket`` (it calls ``super().connect``), and every client built on them. uvloop's own
+``create_connection`` connects in C; it is covered by a wrapper on ``uvloop.Loop.create_connection`` that applies
+right after the connection is made (installed when uvloop is imported, before or after :func:`install`).
+
+Per connect, the hook costs two C attribute reads (family and type: UDP and AF_UNIX sockets are skipped), one
+``getsockopt(SO_KEEPALIVE)`` and then :func:`keepalive.apply`'s setsockopt calls. It never breaks a connect: every
+error of the hook is logged at DEBUG on ``keepalive.install`` and the original ``connect`` runs regardless.
+
+Explicit configuration wins: a socket whose SO_KEEPALIVE is already on *and* whose idle time differs from this
+network namespace's default was configured by someone (an adapter's ``socket_options``, the client's own keepalive
+settings such as redis-py's, :func:`keepalive.create_connection`) and is left as it is. A socket with SO_KEEPALIVE
+on but the default idle time (a client that only switches keepalive on, leaving the kernel's 7200 s) gets the
+policy. Adapters that apply after ``connect()`` run later, so their policy wins there too.
+"""
+
+from __future__ import annotations
+
+import _socket
+import functools
+import importlib.abc
+import importlib.machinery
+import os
+import socket
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any, Final
+
+from keepalive import _runtime
+from keepalive._log import get_logger
+from keepalive._platform import CURRENT
+from keepalive._policy import Policy
+from keepalive._socket import apply
+
+__all__ = ["install", "installed_policy", "is_installed", "uninstall"]
+
+log = get_logger("install")
+
+_PATCHED_NAMES: Final = ("connect", "connect_ex")
+_INET: Final = frozenset({socket.AF_INET, socket.AF_INET6})
+_SOCK_STREAM: Final = int(socket.SOCK_STREAM)
+_SOL_SOCKET: Final = CURRENT.sol_socket
+_SO_KEEPALIVE: Final = CURRENT.so_keepalive
+_IPPROTO_TCP: Final = CURRENT.ipproto_tcp
+_IDLE_OPT: Final = CURRENT.idle
+
+# C-level accessors: ``socket.socket.family`` / ``.type`` are Python properties that build enums (about 2 us
+# each); the C members cost about 0.1 us. getsockopt is looked up on the C type so that subclasses cannot hook it.
+_family: Final[Callable[[Any], int]] = _socket.socket.family.__get__
+_type: Final[Callable[[Any], int]] = _socket.socket.type.__get__
+_getsockopt: Final = _socket.socket.getsockopt
+
+_lock = threading.RLock()
+#: True between install() and uninstall(); the hooks read it without the lock.
+_enabled = False
+#: What install() was given (None: the process default).
+_requested: Policy | None = None
+#: The policy the hooks apply, resolved on the first connection (None until then).
+_policy: Policy | None = None
+#: The idle time an unconfigured TCP socket reports here (the namespace's tcp_keepalive_time), or None.
+_default_idle: int | None = None
+#: True while this thread resolves the policy (a connection made by the runtime check itself is left alone).
+_resolving = False
+
+#: name -> (was it in socket.socket.__dict__, the attribute before install()) for each hook still in place.
+_originals: dict[str, tuple[bool, Any]] = {}
+#: name -> our hook function currently installed on socket.socket.
+_hooks: dict[str, Callable[..., Any]] = {}
+
+
+def _resolve_first() -> Policy | None:
+    """Resolve the policy on the first connection: runs the once-per-process runtime check (keepalive._runtime)."""
+    global _policy, _default_idle, _resolving
+    with _lock:
+        if _policy is not None:
+            return _policy
+        if not _enabled or _resolving:
+            return None
+        _resolving = True
+        try:
+            policy = _runtime.resolve(_requested)
+            if _default_idle is None:
+                _default_idle = _probe_default_idle()
+        finally:
+            _resolving = False
+        if _enabled:
+            _policy = policy
+        return policy
+
+
+def _probe_default_idle() -> int | None:
+    """The idle time a fresh, unconfigured TCP socket reports (Linux: net.ipv4.tcp_keepalive_time)."""
+    if _IDLE_OPT is None:
+        return None
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            return int(probe.getsockopt(_IPPROTO_TCP, _IDLE_OPT))
+    except OSError:
+        return None
+
+
+def _configured_elsewhere(sock: Any) -> bool:
+    """True when keepalive is on with a non-default idle time: someone chose these settings; leave them."""
+    if not _getsockopt(sock, _SOL_SOCKET, _SO_KEEPALIVE):
+        return False
+    if _IDLE_OPT is None or _default_idle is None:
+        return True  # no way to tell who set it: switching keepalive on is itself a choice
+    try:
+        return bool(_getsockopt(sock, _IPPROTO_TCP, _IDLE_OPT) != _default_idle)
+    except OSError:
+        return True
+
+
+def _prepare(sock: Any) -> None:
+    """Apply the installed policy to ``sock`` if it is an unconfigured TCP socket. Never raises."""
+    try:
+        if _family(sock) not in _INET or _type(sock) != _SOCK_STREAM:
+            return
+        policy = _policy
+        if policy is None:
+            policy = _resolve_first()
+            if policy is None:
+                return
+        if _configured_elsewhere(sock):
+            log.debug("keepalive left as configured on fd %d", sock.fileno())
+            return
+        apply(sock, policy)
+    except Exception:
+        log.debug("install: could not prepare socket %r", sock, exc_info=True)
+
+
+def _make_hook(name: str, original: Any) -> Callable[..., Any]:
+    def hook(self: socket.socket, address: Any, /) -> Any:
+        if _enabled:
+            _prepare(self)
+        return original(self, address)
+
+    try:
+        functools.update_wrapper(hook, original)
+    except (AttributeError, TypeError):  # pragma: no cover - a foreign callable without metadata
+        pass
+    hook.__wrapped__ = original  # type: ignore[attr-defined]
+    hook.__keepalive_hook__ = True  # type: ignore[attr-defined]
+    return hook
+
+
+def install(policy: Policy | None = None) -> None:
+    """Give every TCP connection this process makes from Python keepalive, set before ``connect()``.
+
+    Covers ``socket.socket.connect`` / ``connect_ex`` and so the stdlib, asyncio (selector loops and uvloop),
+    trio, anyio and every client that connects through them (urllib3/requests, httpx, aiohttp, redis-py, asyncpg,
+    PyMySQL, ...). Connections made in C (libpq behind psycopg, mysqlclient, grpc's core) are not reached: use
+    the adapters or the client's own keepalive settings there (see the docs' "Process-wide keepalive" page).
+
+    A socket already configured with keepalive (SO_KEEPALIVE on and a non-default idle time: an adapter, the
+    client's own settings, :func:`keepalive.create_connection`) keeps its settings: explicit configuration wins.
+
+    Idempotent and thread-safe; a second call with another policy replaces the first. The policy (``None``: the
+    process default, :func:`keepalive.default_policy`) is resolved, and the once-per-process runtime check runs,
+    on the first connection.
+
+    Args:
+        policy: the timings; None uses the process default.
+
+    Raises:
+        TypeError: ``policy`` is not a :class:`keepalive.Policy` or None.
+    """
+    global _enabled, _requested, _policy
+    if policy is not None and not isinstance(policy, Policy):
+        raise TypeError(f"policy must be a keepalive.Policy or None, got {type(policy).__name__}")
+    with _lock:
+        if _enabled and policy == _requested and _hooks.keys() == set(_PATCHED_NAMES):
+            return
+        _requested = policy
+        _policy = None
+        for name in _PATCHED_NAMES:
+            if name in _hooks:
+                continue  # still in place (an uninstall() left it under a foreign wrapper)
+            had = name in socket.socket.__dict__
+            original = getattr(socket.socket, name)
+            hook = _make_hook(name, original)
+            _originals[name] = (had, original)
+            _hooks[name] = hook
+            setattr(socket.socket, name, hook)
+        _enabled = True
+        _watch_uvloop()
+    log.debug("installed process-wide keepalive (policy %s)", "default" if policy is None else policy)
+
+
+def uninstall() -> None:
+    """Undo :func:`install`: ``socket.socket.connect`` and ``connect_ex`` are the original objects again.
+
+    Idempotent and thread-safe. If another library has wrapped our hook in the meantime, its wrapper is left in
+    place and our hook inside it turns into a plain pass-through. Sockets already connected keep their options.
+    """
+    global _enabled, _policy, _requested
+    with _lock:
+        _enabled = False
+        _policy = None
+        _requested = None
+        for name in list(_hooks):
+            hook = _hooks[name]
+            if socket.socket.__dict__.get(name) is not hook:
+                log.debug("socket.socket.%s was wrapped after install(); leaving our hook in place, disabled", name)
+                continue
+            had, original = _originals.pop(name)
+            if had:
+                setattr(socket.socket, name, original)
+            else:
+                delattr(socket.socket, name)
+            del _hooks[name]
+        _unwatch_uvloop()
+    log.debug("uninstalled process-wide keepalive")
+
+
+def is_installed() -> bool:
+    """True between :func:`install` and :func:`uninstall`."""
+    return _enabled
+
+
+def installed_policy() -> Policy | None:
+    """The policy the hooks apply (resolving it now if no connection has yet), or None when not installed."""
+    if not _enabled:
+        return None
+    return _policy if _policy is not None else _resolve_first()
+
+
+# --- uvloop: its create_connection() makes and connects its own socket in C ------------------------------------
+
+#: (was it in uvloop.Loop.__dict__, the attribute before wrapping), while our wrapper is in place.
+_uvloop_saved: tuple[bool, Any] | None = None
+_uvloop_finder: _UvloopFinder | None = None
+
+
+async def _uvloop_create_connection(self: Any, *args: Any, **kwargs: Any) -> Any:
+    assert _uvloop_saved is not None
+    transport, protocol = await _uvloop_saved[1](self, *args, **kwargs)
+    if _enabled:
+        _prepare_transport(transport)
+    return transport, protocol
+
+
+def _prepare_transport(transport: Any) -> None:
+    """Apply the policy to the connected socket behind a uvloop transport (through a dup of its descriptor)."""
+    try:
+        pseudo = transport.get_extra_info("socket")
+        if pseudo is None:
+            return
+        with socket.socket(fileno=os.dup(pseudo.fileno())) as sock:
+            _prepare(sock)
+    except Exception:
+        log.debug("install: could not prepare uvloop transport %r", transport, exc_info=True)
+
+
+def _patch_uvloop(module: ModuleType) -> None:
+    global _uvloop_saved
+    loop_class = getattr(module, "Loop", None)
+    if loop_class is None or _uvloop_saved is not None:
+        return
+    _uvloop_saved = ("create_connection" in loop_class.__dict__, loop_class.create_connection)
+    loop_class.create_connection = _uvloop_create_connection
+    log.debug("wrapped uvloop.Loop.create_connection")
+
+
+def _unpatch_uvloop() -> None:
+    global _uvloop_saved
+    loop_class = getattr(sys.modules.get("uvloop"), "Loop", None)
+    if loop_class is None or _uvloop_saved is None:
+        return
+    if loop_class.__dict__.get("create_connection") is not _uvloop_create_connection:
+        return  # wrapped again by someone else: our wrapper stays, inert (it checks _enabled)
+    had, original = _uvloop_saved
+    if had:
+        loop_class.create_connection = original
+    else:
+        del loop_class.create_connection
+    _uvloop_saved = None
+
+
+class _UvloopFinder(importlib.abc.MetaPathFinder):
+    """Runs :func:`_patch_uvloop` right after ``import uvloop`` (finds nothing itself; wraps the real loader)."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != "uvloop":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
+        if spec is None or spec.loader is None:
+            return spec
+        loader = spec.loader
+        exec_module = loader.exec_module
+
+        def exec_and_patch(module: ModuleType) -> None:
+            exec_module(module)
+            try:
+                with _lock:
+                    if _enabled:
+                        _patch_uvloop(module)
+            except Exception:
+                log.debug("install: could not wrap uvloop", exc_info=True)
+
+        # The loader is a fresh instance made for this spec: shadow its method rather than replace the loader.
+        loader.exec_module = exec_and_patch  # type: ignore[method-assign]
+        return spec
+
+
+def _watch_uvloop() -> None:
+    """Wrap uvloop now if it is imported, else when it is (called under _lock)."""
+    global _uvloop_finder
+    module = sys.modules.get("uvloop")
+    if module is not None:
+        _patch_uvloop(module)
+    elif _uvloop_finder is None:
+        _uvloop_finder = _UvloopFinder()
+        sys.meta_path.insert(0, _uvloop_finder)
+
+
+def _unwatch_uvloop() -> None:
+    global _uvloop_finder
+    if _uvloop_finder is not None:
+        try:
+            sys.meta_path.remove(_uvloop_finder)
+        except ValueError:
+            pass
+        _uvloop_finder = None
+    _unpatch_uvloop()
