@@ -18,11 +18,8 @@ Verdicts (:data:`Verdict`), against the path timeout ``T`` (the checker's, or th
 
 from __future__ import annotations
 
-import ctypes
 import errno
-import ipaddress
 import os
-import platform
 import select
 import socket
 import stat
@@ -145,6 +142,12 @@ class SocketState:
     timer_remaining: float | None = None
 
     @property
+    def loopback(self) -> bool:
+        """True when the remote address is on loopback (no middlebox on that path)."""
+        host = self.remote.rpartition(":")[0].strip("[]")
+        return host.startswith(("127.", "::ffff:127.")) or host == "::1"
+
+    @property
     def offending(self) -> bool:
         """True when the verdict is ``no-keepalive`` or ``too-slow``."""
         return self.verdict in ("no-keepalive", "too-slow")
@@ -177,8 +180,8 @@ def _address(hex_address: str) -> str:
     raw = b"".join(int(host[i : i + 8], 16).to_bytes(4, sys.byteorder) for i in range(0, len(host), 8))
     number = int(port, 16)
     if len(raw) == 4:
-        return f"{ipaddress.IPv4Address(raw)}:{number}"
-    return f"[{ipaddress.IPv6Address(raw)}]:{number}"
+        return f"{socket.inet_ntop(socket.AF_INET, raw)}:{number}"
+    return f"[{socket.inet_ntop(socket.AF_INET6, raw)}]:{number}"
 
 
 def _parse_table(text: str, family: str) -> Iterator[_Row]:
@@ -309,9 +312,12 @@ class _Getfd:
         self.pidfd: int | None = None
         self.error: str | None = None
         pidfd_open = getattr(os, "pidfd_open", None)
-        if platform.machine() not in _PIDFD_GETFD_ARCHES or pidfd_open is None:
-            self.error = f"pidfd_getfd is not available on this platform ({platform.machine()})"
+        machine = os.uname().machine
+        if machine not in _PIDFD_GETFD_ARCHES or pidfd_open is None:
+            self.error = f"pidfd_getfd is not available on this platform ({machine})"
             return
+        import ctypes  # only here: `import keepalive` stays cheap
+
         try:
             self._syscall = ctypes.CDLL(None, use_errno=True).syscall
         except (OSError, AttributeError) as exc:
@@ -328,6 +334,8 @@ class _Getfd:
         """A duplicate of the target's ``fd`` in this process (close it), or None (see ``error``)."""
         if self.pidfd is None or self.error is not None:
             return None
+        import ctypes
+
         result = self._syscall(ctypes.c_long(_SYS_PIDFD_GETFD), ctypes.c_int(self.pidfd), ctypes.c_int(fd), 0)
         if result >= 0:
             return int(result)
@@ -533,7 +541,7 @@ def _other(pid: int, policy: Policy, path_timeout: float | None) -> list[SocketS
         finally:
             getfd.close()
     except _ProcessGone:
-        raise ProcessLookupError(errno.ESRCH, f"process {pid} does not exist or exited during the audit") from None
+        raise ProcessLookupError(errno.ESRCH, "no such process, or it exited during the audit") from None
     except PermissionError as exc:
         raise PermissionError(
             errno.EACCES,
@@ -657,12 +665,16 @@ class BackgroundAudit:
     Attributes:
         interval: seconds between rounds.
         fix: whether offenders get the policy applied.
+        loopback: whether connections to loopback addresses are reported.
         rounds: completed rounds (in this process).
     """
 
-    def __init__(self, interval: float, *, policy: Policy | None, fix: bool, path_timeout: float | None) -> None:
+    def __init__(
+        self, interval: float, *, policy: Policy | None, fix: bool, path_timeout: float | None, loopback: bool
+    ) -> None:
         self.interval = interval
         self.fix = fix
+        self.loopback = loopback
         self.rounds = 0
         self._policy = policy
         self._path_timeout = path_timeout
@@ -734,7 +746,7 @@ class BackgroundAudit:
             seen: set[tuple[int, str, str]] = set()
 
             def visit(state: SocketState, sock: socket.socket) -> None:
-                if state.state != "ESTABLISHED" or not state.offending:
+                if state.state != "ESTABLISHED" or not state.offending or (state.loopback and not self.loopback):
                     return
                 key = (state.inode, state.local, state.remote)
                 seen.add(key)
@@ -805,6 +817,7 @@ def audit_in_background(
     policy: Policy | None = None,
     fix: bool = False,
     path_timeout: float | None = None,
+    loopback: bool = False,
 ) -> BackgroundAudit:
     """Audit this process every ``interval`` seconds in a daemon thread; warn once per offending connection.
 
@@ -822,6 +835,8 @@ def audit_in_background(
         fix: also apply ``policy`` to each offender (on a duplicate of its descriptor, which changes the same
             socket). This changes sockets that other code owns: see docs/audit.md for the risks.
         path_timeout: the path's idle timeout; default: the one the checker detects, if any.
+        loopback: also report (and fix) connections to a loopback address. Off by default: no middlebox sits on
+            that path (a local sidecar or proxy holds the long way out).
 
     Returns:
         The handle: ``stop()`` it, or use it in a ``with`` block. Not on Linux: a handle that is already
@@ -831,7 +846,7 @@ def audit_in_background(
         raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
     if path_timeout is not None:
         _path_timeout(path_timeout)
-    handle = BackgroundAudit(float(interval), policy=policy, fix=fix, path_timeout=path_timeout)
+    handle = BackgroundAudit(float(interval), policy=policy, fix=fix, path_timeout=path_timeout, loopback=loopback)
     try:
         _require_proc()
     except KeepaliveError as exc:
