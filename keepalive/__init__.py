@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 
+from keepalive._audit import BackgroundAudit, SocketState, audit, audit_in_background
 from keepalive._exceptions import InvalidPolicy, KeepaliveError, KeepaliveWarning, UnsupportedPlatformWarning
 from keepalive._platform import CURRENT as PLATFORM
 from keepalive._platform import Applied, PlatformInfo
@@ -35,15 +36,19 @@ __all__ = [
     "BUILTIN_POLICY",
     "PLATFORM",
     "Applied",
+    "BackgroundAudit",
     "InvalidPolicy",
     "KeepaliveError",
     "KeepaliveWarning",
     "PlatformInfo",
     "Policy",
     "SocketLike",
+    "SocketState",
     "UnsupportedPlatformWarning",
     "__version__",
     "apply",
+    "audit",
+    "audit_in_background",
     "create_connection",
     "create_server",
     "default_policy",
