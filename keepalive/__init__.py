@@ -20,6 +20,7 @@ import logging
 
 from keepalive._audit import BackgroundAudit, SocketState, audit, audit_in_background
 from keepalive._exceptions import InvalidPolicy, KeepaliveError, KeepaliveWarning, UnsupportedPlatformWarning
+from keepalive._install import install, is_installed, uninstall
 from keepalive._platform import CURRENT as PLATFORM
 from keepalive._platform import Applied, PlatformInfo
 from keepalive._policy import (
@@ -53,8 +54,11 @@ __all__ = [
     "create_server",
     "default_policy",
     "explain_default_policy",
+    "install",
+    "is_installed",
     "reset_default_policy",
     "socket_options",
+    "uninstall",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

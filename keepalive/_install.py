@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import _socket
 import functools
-import importlib.abc
 import importlib.machinery
 import os
 import socket
@@ -284,7 +283,7 @@ def _unpatch_uvloop() -> None:
     _uvloop_saved = None
 
 
-class _UvloopFinder(importlib.abc.MetaPathFinder):
+class _UvloopFinder:
     """Runs :func:`_patch_uvloop` right after ``import uvloop`` (finds nothing itself; wraps the real loader)."""
 
     def find_spec(

@@ -1,0 +1,74 @@
+"""The start-up hook behind ``KEEPALIVE_AUTO=1`` and ``keepalive run``.
+
+The wheel installs ``tcp_keepalive_auto.pth`` into site-packages. ``site`` runs its one line at every interpreter
+start-up::
+
+    import os; os.environ.get("KEEPALIVE_AUTO") and __import__("keepalive._autostart")
+
+so a process without the variable pays one dictionary lookup. With it, this module runs :func:`main`:
+``KEEPALIVE_AUTO`` must be one of ``1/true/yes/on`` (install) or ``0/false/no/off`` (do nothing). The policy comes
+from the ``KEEPALIVE_*`` variables (or the process default); a broken one is reported in one line on standard
+error and the built-in policy is installed instead. Nothing here raises: the program always starts.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from typing import Final
+
+__all__ = ["ENV_AUTO", "PTH_NAME", "main"]
+
+ENV_AUTO: Final = "KEEPALIVE_AUTO"
+#: The file name of the start-up hook in site-packages (sorted after hatchling's editable ``_tcp_keepalive.pth``).
+PTH_NAME: Final = "tcp_keepalive_auto.pth"
+_ON: Final = frozenset({"1", "true", "yes", "on"})
+_OFF: Final = frozenset({"", "0", "false", "no", "off"})
+
+
+def _error(message: str) -> None:
+    stream = sys.stderr
+    if stream is None:  # pythonw, a daemon with stderr closed
+        return
+    try:
+        stream.write(f"keepalive: error: {message}\n")
+        stream.flush()
+    except Exception:
+        pass
+
+
+def main(environ: Mapping[str, str] | None = None) -> bool:
+    """Install process-wide keepalive if ``KEEPALIVE_AUTO`` asks for it. Returns whether it did. Never raises."""
+    env = os.environ if environ is None else environ
+    try:
+        value = env.get(ENV_AUTO, "").strip().lower()
+        if value in _OFF:
+            return False
+        if value not in _ON:
+            _error(
+                f"{ENV_AUTO}={env.get(ENV_AUTO)!r} is not one of 1, true, yes, on (or 0, false, no, off); "
+                "process-wide keepalive is not installed"
+            )
+            return False
+
+        from keepalive._exceptions import InvalidPolicy
+        from keepalive._install import install
+        from keepalive._policy import BUILTIN_POLICY, Policy
+
+        try:
+            Policy.from_env(env)
+        except InvalidPolicy as exc:
+            _error(f"{exc}; {ENV_AUTO} installs the built-in policy ({BUILTIN_POLICY}) instead")
+            install(BUILTIN_POLICY)
+            return True
+        # None: the process default, resolved on the first connection (environment, then the checker's path
+        # timeout, then the built-in policy), so that the runtime check runs then and not at start-up.
+        install(None)
+        return True
+    except Exception as exc:  # a start-up hook must never stop the program
+        _error(f"{ENV_AUTO}: process-wide keepalive is not installed: {type(exc).__name__}: {exc}")
+        return False
+
+
+main()  # importing this module is the hook
