@@ -111,7 +111,7 @@ class Policy:
         count: unanswered probes before the connection is dropped (TCP_KEEPCNT), 1..127.
         user_timeout: TCP_USER_TIMEOUT in seconds: how long sent data may stay unacknowledged (and, on Linux,
             how long keepalive may go unanswered) before the connection is dropped. Defaults to
-            ``idle + interval * count``; ``None`` leaves the socket's own value; ``0`` sets the kernel default (off).
+            ``idle + interval * count`` (at most 2147483 s); ``None`` leaves the socket's own value; ``0`` sets the kernel default (off).
 
     Raises:
         InvalidPolicy: a value is out of range; the message names the field, the value and the range.
@@ -138,7 +138,8 @@ class Policy:
         interval = _whole("interval", interval, INTERVAL_RANGE, "seconds")
         count = _whole("count", count, COUNT_RANGE, "probes")
         if user_timeout is _DERIVED:
-            user_timeout = idle + interval * count
+            # Capped at the kernel's limit (INT_MAX ms, about 24.8 days) for the most extreme policies.
+            user_timeout = min(idle + interval * count, math.floor(USER_TIMEOUT_MAX))
         else:
             user_timeout = _user_timeout("user_timeout", user_timeout)
         object.__setattr__(self, "idle", idle)
@@ -167,7 +168,7 @@ class Policy:
     def replace(self, **changes: Any) -> Policy:
         """A copy with some fields changed; ``user_timeout`` is re-derived unless given or set to None."""
         fields: dict[str, Any] = {"idle": self.idle, "interval": self.interval, "count": self.count}
-        derived = self.user_timeout == self.idle + self.interval * self.count
+        derived = self.user_timeout == min(self.idle + self.interval * self.count, math.floor(USER_TIMEOUT_MAX))
         if not derived:
             fields["user_timeout"] = self.user_timeout
         fields.update(changes)

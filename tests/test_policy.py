@@ -1,0 +1,289 @@
+"""Policy: validation, below(), from_env(), parse(), the process default."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+import keepalive
+from keepalive import BUILTIN_POLICY, InvalidPolicy, KeepaliveError, Policy
+
+
+def test_defaults_are_below_azures_240_seconds() -> None:
+    """The built-in default survives the lowest common cloud idle timeout even if one probe is lost."""
+    policy = Policy()
+    assert (policy.idle, policy.interval, policy.count, policy.user_timeout) == (60, 10, 5, 110)
+    assert policy == BUILTIN_POLICY
+    assert policy.idle + policy.interval < 240
+
+
+def test_user_timeout_is_derived_unless_given() -> None:
+    assert Policy(idle=30, interval=5, count=3).user_timeout == 45
+    assert Policy(idle=30, interval=5, count=3, user_timeout=None).user_timeout is None
+    assert Policy(idle=30, interval=5, count=3, user_timeout=12.5).user_timeout_ms == 12500
+    assert Policy(user_timeout=0).user_timeout_ms == 0
+
+
+def test_policy_is_frozen_hashable_and_has_a_readable_repr() -> None:
+    policy = Policy(idle=60, interval=10, count=5)
+    with pytest.raises(AttributeError):
+        policy.idle = 5  # type: ignore[misc]
+    assert not hasattr(policy, "__dict__")
+    assert {policy, Policy()} == {policy}
+    assert repr(policy) == "Policy(idle=60, interval=10, count=5, user_timeout=110)"
+    assert str(policy) == "idle=60s interval=10s count=5 user_timeout=110s"
+    assert pickle.loads(pickle.dumps(policy)) == policy
+
+
+def test_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        Policy(60, 10, 5)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "fragment"),
+    [
+        ("idle", 0, "idle must be in 1..32767 seconds, got 0"),
+        ("idle", 32768, "idle must be in 1..32767 seconds, got 32768"),
+        ("interval", 0, "interval must be in 1..32767 seconds, got 0"),
+        ("count", 128, "count must be in 1..127 probes, got 128"),
+        ("count", 0, "count must be in 1..127 probes, got 0"),
+        ("idle", 1.5, "idle must be a whole number of seconds in 1..32767, got 1.5"),
+        ("idle", True, "idle must be a whole number of seconds in 1..32767, got True"),
+        ("idle", "60", "idle must be a whole number of seconds in 1..32767, got '60'"),
+        ("user_timeout", -1, "user_timeout must be in 0..2.14748e+06 seconds (0 = off), got -1"),
+        ("user_timeout", math.inf, "user_timeout must be in 0..2.14748e+06 seconds (0 = off), got inf"),
+        ("user_timeout", 0.0001, "user_timeout must be 0 or at least 0.001 seconds"),
+        ("user_timeout", "x", "user_timeout must be a number of seconds"),
+    ],
+)
+def test_invalid_values_name_field_value_and_range(field: str, value: object, fragment: str) -> None:
+    with pytest.raises(InvalidPolicy) as info:
+        Policy(**{field: value})  # type: ignore[arg-type]
+    assert fragment in str(info.value)
+    assert isinstance(info.value, KeepaliveError)
+    assert isinstance(info.value, ValueError)
+
+
+@given(
+    idle=st.integers(1, 32767),
+    interval=st.integers(1, 32767),
+    count=st.integers(1, 127),
+)
+def test_every_value_in_linux_ranges_is_accepted(idle: int, interval: int, count: int) -> None:
+    policy = Policy(idle=idle, interval=interval, count=count)
+    assert policy.user_timeout == min(idle + interval * count, 2147483)
+    assert policy.user_timeout_ms is not None
+    assert policy.user_timeout_ms <= 2**31 - 1
+
+
+@given(st.one_of(st.integers(max_value=0), st.integers(min_value=32768)))
+def test_every_idle_outside_the_range_is_rejected(idle: int) -> None:
+    with pytest.raises(InvalidPolicy, match="idle"):
+        Policy(idle=idle)
+
+
+# -- below() ---------------------------------------------------------------------------------------------------
+
+TEN_DAYS = 10 * 86400
+
+
+@given(st.floats(min_value=3, max_value=TEN_DAYS, allow_nan=False))
+@example(3)
+@example(3.999)
+@example(4)
+@example(240)
+@example(350)
+@example(900)
+@example(86400)
+@example(432000)
+@example(TEN_DAYS)
+def test_below_keeps_the_entry_alive_even_if_one_probe_is_lost(timeout: float) -> None:
+    """The second probe (the first one lost) reaches the middlebox within 75 % of its timeout."""
+    policy = Policy.below(timeout)
+    assert policy.idle + policy.interval < timeout
+    assert policy.idle + policy.interval <= max(2, math.floor(timeout * 0.75))
+    assert 1 <= policy.idle <= 300
+    assert 1 <= policy.interval <= 30
+    assert policy.count == 5
+    assert policy.user_timeout == policy.idle + policy.interval * policy.count
+
+
+@given(st.floats(min_value=3, max_value=TEN_DAYS, allow_nan=False))
+def test_below_detects_dead_peers_within_minutes(timeout: float) -> None:
+    assert Policy.below(timeout).detection_time <= 300 + 30 * 5
+
+
+@given(st.floats(min_value=3, max_value=TEN_DAYS), st.floats(min_value=3, max_value=TEN_DAYS))
+def test_below_is_monotonic(a: float, b: float) -> None:
+    """A shorter path timeout never yields a looser policy."""
+    lo, hi = sorted((a, b))
+    assert Policy.below(lo).idle <= Policy.below(hi).idle
+
+
+@pytest.mark.parametrize(
+    ("timeout", "expected"),
+    [
+        (3, (1, 1)),
+        (4, (2, 1)),
+        (60, (40, 5)),
+        (240, (158, 22)),
+        (350, (232, 30)),
+        (900, (300, 30)),
+        (432000, (300, 30)),
+    ],
+)
+def test_below_documented_values(timeout: float, expected: tuple[int, int]) -> None:
+    policy = Policy.below(timeout)
+    assert (policy.idle, policy.interval) == expected
+
+
+@pytest.mark.parametrize("timeout", [2.999, 0, -5, math.nan, math.inf, "350", True, None])
+def test_below_rejects_timeouts_it_cannot_satisfy(timeout: object) -> None:
+    with pytest.raises(InvalidPolicy, match="timeout must be"):
+        Policy.below(timeout)  # type: ignore[arg-type]
+
+
+# -- from_env() -------------------------------------------------------------------------------------------------
+
+
+def test_from_env_none_when_nothing_set() -> None:
+    assert Policy.from_env({}) is None
+    assert Policy.from_env({"KEEPALIVE_IDLE": "  "}) is None
+    assert Policy.from_env({"UNRELATED": "1"}) is None
+
+
+def test_from_env_overrides_fields_of_the_builtin_default() -> None:
+    assert Policy.from_env({"KEEPALIVE_IDLE": "30"}) == Policy(idle=30, interval=10, count=5)
+    assert Policy.from_env({"KEEPALIVE_IDLE": "30s", "KEEPALIVE_COUNT": "3"}) == Policy(idle=30, count=3)
+    assert Policy.from_env({"KEEPALIVE_USER_TIMEOUT": "off"}) == Policy(user_timeout=None)
+    assert Policy.from_env({"KEEPALIVE_USER_TIMEOUT": "2.5"}) == Policy(user_timeout=2.5)
+
+
+def test_from_env_path_timeout_derives_with_below() -> None:
+    assert Policy.from_env({"KEEPALIVE_PATH_TIMEOUT": "350"}) == Policy.below(350)
+    assert Policy.from_env({"KEEPALIVE_PATH_TIMEOUT": "350", "KEEPALIVE_COUNT": "2"}) == Policy(
+        idle=232, interval=30, count=2
+    )
+
+
+@pytest.mark.parametrize(
+    ("environ", "fragment"),
+    [
+        ({"KEEPALIVE_IDLE": "abc"}, "KEEPALIVE_IDLE='abc'"),
+        ({"KEEPALIVE_IDLE": "0"}, "KEEPALIVE_IDLE='0'"),
+        ({"KEEPALIVE_INTERVAL": "1.5"}, "KEEPALIVE_INTERVAL='1.5'"),
+        ({"KEEPALIVE_COUNT": "1000"}, "KEEPALIVE_COUNT='1000'"),
+        ({"KEEPALIVE_USER_TIMEOUT": "-3"}, "KEEPALIVE_USER_TIMEOUT='-3'"),
+        ({"KEEPALIVE_USER_TIMEOUT": "nan"}, "KEEPALIVE_USER_TIMEOUT='nan'"),
+        ({"KEEPALIVE_PATH_TIMEOUT": "2"}, "KEEPALIVE_PATH_TIMEOUT='2'"),
+        ({"KEEPALIVE_PATH_TIMEOUT": "350", "KEEPALIVE_IDLE": "400"}, "must stay below KEEPALIVE_PATH_TIMEOUT"),
+    ],
+)
+def test_from_env_errors_name_the_variable_and_value(environ: dict[str, str], fragment: str) -> None:
+    with pytest.raises(InvalidPolicy) as info:
+        Policy.from_env(environ)
+    assert fragment in str(info.value)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "KEEPALIVE_IDLE",
+                "KEEPALIVE_INTERVAL",
+                "KEEPALIVE_COUNT",
+                "KEEPALIVE_USER_TIMEOUT",
+                "KEEPALIVE_PATH_TIMEOUT",
+            ]
+        ),
+        st.text(max_size=12),
+    )
+)
+def test_from_env_either_returns_a_policy_or_raises_invalid_policy(environ: dict[str, str]) -> None:
+    try:
+        result = Policy.from_env(environ)
+    except InvalidPolicy:
+        return
+    assert result is None or isinstance(result, Policy)
+
+
+def test_to_env_round_trips() -> None:
+    for policy in (Policy(), Policy.below(350), Policy(user_timeout=None), Policy(user_timeout=0.25)):
+        assert Policy.from_env(policy.to_env()) == policy
+
+
+# -- parse() ----------------------------------------------------------------------------------------------------
+
+
+def test_parse_positional_and_named() -> None:
+    assert Policy.parse("60,10,5") == Policy(idle=60, interval=10, count=5)
+    assert Policy.parse("30, 5, 3, off") == Policy(idle=30, interval=5, count=3, user_timeout=None)
+    assert Policy.parse("idle=20,count=2") == Policy(idle=20, count=2)
+    assert Policy.parse("user-timeout=7") == Policy(user_timeout=7)
+
+
+@pytest.mark.parametrize("text", ["", "a,b,c", "1,2,3,4,5", "idle=0", "speed=3", "60,10,500"])
+def test_parse_errors_quote_the_text(text: str) -> None:
+    with pytest.raises(InvalidPolicy) as info:
+        Policy.parse(text)
+    assert repr(text) in str(info.value)
+
+
+def test_replace_rederives_the_user_timeout() -> None:
+    assert Policy().replace(idle=30) == Policy(idle=30)
+    assert Policy(user_timeout=7).replace(idle=30) == Policy(idle=30, user_timeout=7)
+    assert Policy().replace(user_timeout=None).user_timeout is None
+
+
+# -- default_policy() -------------------------------------------------------------------------------------------
+
+
+def test_default_policy_is_the_builtin_without_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("keepalive._policy._detected_path_timeout", lambda: None)
+    assert keepalive.default_policy() == BUILTIN_POLICY
+
+
+def test_default_policy_prefers_the_environment_and_is_cached(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEEPALIVE_IDLE", "42")
+    first = keepalive.default_policy()
+    assert first.idle == 42
+    monkeypatch.setenv("KEEPALIVE_IDLE", "43")
+    assert keepalive.default_policy() is first
+    keepalive.reset_default_policy()
+    assert keepalive.default_policy().idle == 43
+    assert "environment" in keepalive.explain_default_policy()[1]
+
+
+def test_default_policy_uses_an_explicit_path_timeout_from_the_checker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("keepalive._policy._detected_path_timeout", lambda: (350.0, True))
+    assert keepalive.default_policy() == Policy.below(350)
+
+
+def test_a_detected_node_timeout_never_loosens_the_builtin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pod or node conntrack timeout of a day says nothing about a cloud NAT further along the path."""
+    monkeypatch.setattr("keepalive._policy._detected_path_timeout", lambda: (86400.0, False))
+    assert keepalive.default_policy() == BUILTIN_POLICY
+    keepalive.reset_default_policy()
+    monkeypatch.setattr("keepalive._policy._detected_path_timeout", lambda: (4.0, False))
+    assert keepalive.default_policy() == Policy.below(4)
+
+
+def test_default_policy_raises_on_a_broken_environment_but_wrappers_fall_back(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("KEEPALIVE_IDLE", "soon")
+    with pytest.raises(InvalidPolicy, match="KEEPALIVE_IDLE='soon'"):
+        keepalive.default_policy()
+    from keepalive._policy import resolve_default_policy
+
+    with caplog.at_level("ERROR", logger="keepalive"):
+        assert resolve_default_policy() == BUILTIN_POLICY
+        assert resolve_default_policy() == BUILTIN_POLICY
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1
+    assert "KEEPALIVE_IDLE='soon'" in errors[0].getMessage()
