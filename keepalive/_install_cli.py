@@ -1,0 +1,120 @@
+"""Run a Python program with keepalive on every TCP connection it makes, without changing its code.
+
+``keepalive run [--policy SPEC | --path-timeout SECONDS] -- COMMAND [ARGS...]`` sets ``KEEPALIVE_AUTO=1`` (and
+the policy's ``KEEPALIVE_*`` variables) and replaces itself with COMMAND. Every Python interpreter that COMMAND
+starts and that has tcp-keepalive installed then calls ``keepalive.install()`` at start-up (through the
+``tcp_keepalive_auto.pth`` hook), child processes included. Without a policy option the program uses the
+process default: the ``KEEPALIVE_*`` variables already set, else the checker's path timeout, else the built-in
+policy. Exit status: COMMAND's, 2 for a usage error, 126/127 when COMMAND cannot be run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import site
+import subprocess
+import sys
+from collections.abc import Mapping
+
+from keepalive._autostart import ENV_AUTO, PTH_NAME
+from keepalive._exceptions import InvalidPolicy
+from keepalive._policy import _ENV_VARS, ENV_PATH_TIMEOUT, Policy
+
+__all__ = ["add_arguments", "build_env", "hook_installed", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``keepalive run``."""
+    parser.usage = "%(prog)s [--policy SPEC | --path-timeout SECONDS] -- COMMAND [ARGS...]"
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument(
+        "--policy",
+        metavar="SPEC",
+        help="the keepalive timings: 'idle,interval,count[,user_timeout]' (seconds) or "
+        "'idle=60,interval=10,count=5,user_timeout=off'; replaces any KEEPALIVE_* timings in the environment",
+    )
+    choice.add_argument(
+        "--path-timeout",
+        metavar="SECONDS",
+        type=float,
+        help="the shortest idle timeout on the path (e.g. 350 for AWS NAT Gateway): use Policy.below(SECONDS)",
+    )
+    parser.add_argument(
+        "command",
+        nargs=argparse.REMAINDER,
+        metavar="COMMAND",
+        help="the program to run, after '--' (e.g. -- python app.py)",
+    )
+
+
+def build_env(
+    environ: Mapping[str, str], *, policy: Policy | None = None, path_timeout: float | None = None
+) -> dict[str, str]:
+    """The environment for the program: ``environ`` plus ``KEEPALIVE_AUTO=1`` and the policy's variables.
+
+    An explicit ``policy`` or ``path_timeout`` replaces every inherited ``KEEPALIVE_*`` timing variable, so that
+    what the command line says is what the program gets.
+    """
+    env = dict(environ)
+    env[ENV_AUTO] = "1"
+    if policy is not None or path_timeout is not None:
+        for name in _ENV_VARS:
+            env.pop(name, None)
+    if policy is not None:
+        env.update(policy.to_env())
+    elif path_timeout is not None:
+        env[ENV_PATH_TIMEOUT] = f"{path_timeout:g}"
+    return env
+
+
+def hook_installed() -> bool:
+    """Whether this interpreter's site-packages hold the start-up hook (``tcp_keepalive_auto.pth``)."""
+    directories = list(site.getsitepackages()) if hasattr(site, "getsitepackages") else []
+    if site.ENABLE_USER_SITE:
+        directories.append(site.getusersitepackages())
+    return any(os.path.isfile(os.path.join(directory, PTH_NAME)) for directory in directories)
+
+
+def _say(message: str) -> None:
+    print(f"keepalive run: {message}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``keepalive run``: exec COMMAND with the start-up hook switched on."""
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        _say("error: no command given; usage: keepalive run [--policy SPEC] -- python app.py")
+        return 2
+    policy: Policy | None = None
+    try:
+        if args.policy is not None:
+            policy = Policy.parse(args.policy)
+        if args.path_timeout is not None:
+            Policy.below(args.path_timeout)  # validate now rather than in the program's start-up
+    except InvalidPolicy as exc:
+        _say(f"error: {exc}")
+        return 2
+    if not hook_installed():
+        _say(
+            f"warning: the start-up hook {PTH_NAME} is not in this interpreter's site-packages "
+            f"({sys.prefix}); reinstall tcp-keepalive with pip, or Python programs will run without keepalive"
+        )
+    env = build_env(os.environ, policy=policy, path_timeout=args.path_timeout)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        if os.name == "nt":  # no real exec on Windows: run it and pass its status on
+            return subprocess.call(command, env=env)
+        os.execvpe(command[0], command, env)
+    except FileNotFoundError:
+        _say(f"error: command not found: {command[0]}")
+        return 127
+    except PermissionError as exc:
+        _say(f"error: cannot run {command[0]}: {exc.strerror}")
+        return 126
+    except OSError as exc:
+        _say(f"error: cannot run {command[0]}: {exc}")
+        return 126
