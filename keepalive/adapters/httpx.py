@@ -8,10 +8,12 @@
     client = httpx.Client(transport=keepalive.adapters.httpx.HTTPTransport())
     client = httpx.AsyncClient(transport=keepalive.adapters.httpx.AsyncHTTPTransport(proxy="http://proxy:3128"))
 
-Direct connections and connections to an HTTP(S) proxy get the options before ``connect()``, through
-``socket_options`` (httpx >= 0.25). httpcore drops ``socket_options`` on the SOCKS path, so there the
-transport applies the policy right after the first response on each new connection, through the public
-``network_stream`` response extension. ``uds=`` connections are Unix sockets: no TCP options are passed.
+Direct connections get the options before ``connect()``, through ``socket_options`` (httpx >= 0.25).
+httpcore drops ``socket_options`` on every proxy path (``HTTPProxy`` never hands them to the connections it
+makes, and httpx does not give them to ``SOCKSProxy``), so with ``proxy=`` the transport applies the policy
+right after the TCP connect to the proxy, before the CONNECT / SOCKS handshake, through httpcore's public
+``trace`` request extension; the ``network_stream`` response extension is the fallback should the trace
+events ever change. ``uds=`` connections are Unix sockets: no TCP options are passed.
 
 Pass ``proxy=`` to the transport, not to the client: ``httpx.Client(proxy=...)`` builds its own transport
 without the policy, and a client given ``transport=`` ignores the proxy environment variables.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import typing
 import weakref
+from collections.abc import Awaitable, Callable
 
 try:
     import httpx
@@ -35,26 +38,20 @@ if typing.TYPE_CHECKING:
 
 __all__ = ["AsyncHTTPTransport", "HTTPTransport"]
 
-_SOCKS_SCHEMES = frozenset({"socks5", "socks5h"})
+_CONNECTED = ".connect_tcp.complete"  # httpcore's trace event once a TCP connection (to origin or proxy) is up
 
-
-def _is_socks(proxy: object) -> bool:
-    """Whether httpx will route through a SOCKS proxy (the path where httpcore drops socket_options)."""
-    if proxy is None:
-        return False
-    url = proxy.url if isinstance(proxy, httpx.Proxy) else httpx.URL(str(proxy))
-    return url.scheme in _SOCKS_SCHEMES
+_Trace = Callable[[str, dict[str, typing.Any]], None]
+_AsyncTrace = Callable[[str, dict[str, typing.Any]], Awaitable[None]]
 
 
 class _AfterConnect:
-    """Applies a policy once per socket, to the socket behind a response's ``network_stream``."""
+    """Applies a policy once per socket, to the socket behind an httpcore network stream."""
 
     def __init__(self, policy: Policy) -> None:
         self._policy = policy
         self._done: weakref.WeakSet[typing.Any] = weakref.WeakSet()
 
-    def __call__(self, response: httpx.Response) -> None:
-        stream = response.extensions.get("network_stream")
+    def stream(self, stream: typing.Any) -> None:
         sock = None if stream is None else stream.get_extra_info("socket")
         if sock is None:
             return
@@ -66,6 +63,27 @@ class _AfterConnect:
             pass
         # Any socket httpcore's backends expose (socket.socket, ssl.SSLSocket, trio's socket) has setsockopt.
         keepalive.apply(sock, self._policy)
+
+    def response(self, response: httpx.Response) -> None:
+        self.stream(response.extensions.get("network_stream"))
+
+    def trace(self, user_trace: _Trace | None) -> _Trace:
+        def trace(name: str, info: dict[str, typing.Any]) -> None:
+            if name.endswith(_CONNECTED):
+                self.stream(info.get("return_value"))
+            if user_trace is not None:
+                user_trace(name, info)
+
+        return trace
+
+    def async_trace(self, user_trace: _AsyncTrace | None) -> _AsyncTrace:
+        async def trace(name: str, info: dict[str, typing.Any]) -> None:
+            if name.endswith(_CONNECTED):
+                self.stream(info.get("return_value"))
+            if user_trace is not None:
+                await user_trace(name, info)
+
+        return trace
 
 
 def _transport_kwargs(
@@ -79,7 +97,7 @@ def _transport_kwargs(
     taken = {(level, name) for level, name, _ in ours}
     kept = [opt for opt in (given or ()) if (opt[0], opt[1]) not in taken]
     kwargs["socket_options"] = kept + ours
-    return kwargs, _AfterConnect(policy) if _is_socks(kwargs.get("proxy")) else None
+    return kwargs, None if kwargs.get("proxy") is None else _AfterConnect(policy)
 
 
 class HTTPTransport(httpx.HTTPTransport):
@@ -95,10 +113,17 @@ class HTTPTransport(httpx.HTTPTransport):
         super().__init__(**kwargs)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        """Send ``request``; on the SOCKS path, apply the policy to a new connection's socket."""
-        response = super().handle_request(request)
-        if self._after_connect is not None:
-            self._after_connect(response)
+        """Send ``request``; through a proxy, apply the policy to each new connection's socket."""
+        hook = self._after_connect
+        if hook is None:
+            return super().handle_request(request)
+        extensions = request.extensions
+        request.extensions = {**extensions, "trace": hook.trace(extensions.get("trace"))}
+        try:
+            response = super().handle_request(request)
+        finally:
+            request.extensions = extensions
+        hook.response(response)
         return response
 
 
@@ -115,8 +140,15 @@ class AsyncHTTPTransport(httpx.AsyncHTTPTransport):
         super().__init__(**kwargs)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send ``request``; on the SOCKS path, apply the policy to a new connection's socket."""
-        response = await super().handle_async_request(request)
-        if self._after_connect is not None:
-            self._after_connect(response)
+        """Send ``request``; through a proxy, apply the policy to each new connection's socket."""
+        hook = self._after_connect
+        if hook is None:
+            return await super().handle_async_request(request)
+        extensions = request.extensions
+        request.extensions = {**extensions, "trace": hook.async_trace(extensions.get("trace"))}
+        try:
+            response = await super().handle_async_request(request)
+        finally:
+            request.extensions = extensions
+        hook.response(response)
         return response
