@@ -32,24 +32,31 @@ from keepalive._policy import (
 )
 from keepalive._socket import SocketLike, apply, create_connection, create_server, socket_options
 from keepalive._version import __version__
+from keepalive.checker import MIDDLEBOXES, Finding, Report, Severity, Source, check
 
 __all__ = [
     "BUILTIN_POLICY",
+    "MIDDLEBOXES",
     "PLATFORM",
     "Applied",
     "BackgroundAudit",
+    "Finding",
     "InvalidPolicy",
     "KeepaliveError",
     "KeepaliveWarning",
     "PlatformInfo",
     "Policy",
+    "Report",
+    "Severity",
     "SocketLike",
     "SocketState",
+    "Source",
     "UnsupportedPlatformWarning",
     "__version__",
     "apply",
     "audit",
     "audit_in_background",
+    "check",
     "create_connection",
     "create_server",
     "default_policy",

@@ -1,0 +1,113 @@
+"""The checker's values: :class:`Severity`, :class:`Source` (a value and where it came from), :class:`Finding`."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+__all__ = ["Finding", "Number", "Severity", "Source"]
+
+Number = int | float
+
+
+class Severity(enum.StrEnum):
+    """How much a finding matters. Ordered: ``ok < info < warning < error`` (compare with :attr:`rank`)."""
+
+    OK = "ok"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+    @property
+    def rank(self) -> int:
+        """0 for ok, 1 info, 2 warning, 3 error."""
+        return _RANK[self]
+
+    @property
+    def exit_code(self) -> int:
+        """The ``keepalive check`` exit code for a report whose worst finding has this severity."""
+        return max(0, self.rank - 1)
+
+
+_RANK = {Severity.OK: 0, Severity.INFO: 1, Severity.WARNING: 2, Severity.ERROR: 3}
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One value the checker looked at, and where it came from.
+
+    Attributes:
+        name: what it is, e.g. ``net.netfilter.nf_conntrack_tcp_timeout_established``,
+            ``kube-proxy conntrack.tcpEstablishedTimeout``, ``middlebox aws-nat-gateway``.
+        value: the value (seconds for timeouts), or None when it is unknown.
+        origin: where it came from: a file, a URL, a flag or an environment variable.
+        unit: ``"s"`` for seconds, ``"entries"``, ``"packets"``, ... or ``""``.
+        reason: why the value is unknown (missing file, permission denied, garbage, ...); None when known.
+        note: a caveat, e.g. that the value belongs to this pod's network namespace, not to the node.
+        limits_path: True when the value is one of the path's idle timeouts (the smallest one is the path timeout).
+    """
+
+    name: str
+    value: Number | str | bool | None
+    origin: str
+    unit: str = ""
+    reason: str | None = None
+    note: str | None = None
+    limits_path: bool = False
+
+    @property
+    def known(self) -> bool:
+        """True when the value was read."""
+        return self.value is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict with every field."""
+        return {
+            "name": self.name,
+            "value": self.value,
+            "unit": self.unit,
+            "origin": self.origin,
+            "reason": self.reason,
+            "note": self.note,
+            "limits_path": self.limits_path,
+        }
+
+
+def _frozen(data: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(data or {}))
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One conclusion of the check.
+
+    Attributes:
+        severity: ok, info, warning or error.
+        code: a stable identifier (``policy-idle-exceeds-path-timeout``, ...), listed in the checker docs.
+        message: what was found, with the numbers.
+        fix: what to change: the exact sysctl, kube-proxy flag or policy; ``""`` when nothing needs doing.
+        data: the numbers of the message, by name (also logged in ``extra`` by the runtime check).
+    """
+
+    severity: Severity
+    code: str
+    message: str
+    fix: str = ""
+    data: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "severity", Severity(self.severity))
+        object.__setattr__(self, "data", _frozen(self.data))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: severity, code, message, fix, data."""
+        return {
+            "severity": self.severity.value,
+            "code": self.code,
+            "message": self.message,
+            "fix": self.fix,
+            "data": dict(self.data),
+        }
