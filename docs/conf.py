@@ -19,6 +19,7 @@ DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 # Document the checked-out package, not whatever version happens to be installed.
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(DOCS / "_ext"))
 
 project = "keepalive"
 author = "keepalive contributors"
@@ -33,15 +34,13 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
+    "keepalive_docs",  # _ext/keepalive_docs.py: real command output and the middlebox preset table
 ]
 
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 root_doc = "index"
-exclude_patterns = ["_build", "examples", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "_ext", "examples", "Thumbs.db", ".DS_Store"]
 templates_path: list[str] = []
-# index.md lists each area's page by a glob (async*, checker*, adapters/*, ...), so a page appears as soon as
-# its area writes it; a glob that matches nothing yet is not an error. Every other warning is.
-suppress_warnings = ["toc.empty_glob"]
 
 # -- MyST -------------------------------------------------------------------------------------------------------
 myst_enable_extensions = ["colon_fence", "deflist", "fieldlist", "attrs_inline"]
@@ -112,7 +111,7 @@ html_theme_options: dict[str, Any] = {
 # benchmarks.md includes benchmarks/results/results.md, which only exists after a full benchmark run. Until then
 # the include is replaced by a note, so the site builds (warning-free) from any checkout.
 BENCHMARK_RESULTS = ROOT / "benchmarks" / "results" / "results.md"
-_INCLUDE_BLOCK = re.compile(r"```\{include\} \.\./benchmarks/results/results\.md\n```\n")
+_INCLUDE_BLOCK = re.compile(r"```\{include\} \.\./benchmarks/results/results\.md\n(?::[^\n]*\n)*```\n")
 
 
 def _benchmark_results_or_note(app: Any, docname: str, source: list[str]) -> None:
