@@ -1,0 +1,50 @@
+"""Without its client installed, each HTTP adapter fails at import with an ImportError that names the extra."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize(
+    ("adapter", "client", "extra"),
+    [
+        ("urllib3", "urllib3", "tcp-keepalive[urllib3]"),
+        ("requests", "requests", "tcp-keepalive[requests]"),
+        ("httpx", "httpx", "tcp-keepalive[httpx]"),
+        ("aiohttp", "aiohttp", "tcp-keepalive[aiohttp]"),
+    ],
+)
+def test_missing_client_names_the_extra(monkeypatch: pytest.MonkeyPatch, adapter: str, client: str, extra: str) -> None:
+    """Importing keepalive.adapters.<client> without the client raises ImportError with the pip install hint."""
+    monkeypatch.setitem(sys.modules, client, None)
+    monkeypatch.delitem(sys.modules, f"keepalive.adapters.{adapter}", raising=False)
+    with pytest.raises(ImportError, match=extra.replace("[", r"\[").replace("]", r"\]")):
+        importlib.import_module(f"keepalive.adapters.{adapter}")
+
+
+def test_import_keepalive_adapters_imports_no_client() -> None:
+    """The adapters package itself imports no HTTP client."""
+    import subprocess
+
+    code = (
+        "import sys, keepalive, keepalive.adapters; "
+        "loaded = [m for m in ('requests', 'urllib3', 'httpx', 'aiohttp') if m in sys.modules]; "
+        "assert not loaded, loaded"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_socks_without_pysocks_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    """socks_proxy_manager() without PySocks raises ImportError saying what to install."""
+    urllib3 = pytest.importorskip("urllib3")
+    ka_urllib3 = pytest.importorskip("keepalive.adapters.urllib3")
+    monkeypatch.setitem(sys.modules, "socks", None)
+    monkeypatch.delitem(sys.modules, "urllib3.contrib.socks", raising=False)
+    with (
+        pytest.warns(urllib3.exceptions.DependencyWarning),
+        pytest.raises(ImportError, match=r"urllib3\[socks\]"),
+    ):
+        ka_urllib3.socks_proxy_manager("socks5://127.0.0.1:1")
