@@ -43,7 +43,7 @@ def client_version(distribution: str) -> str:
 def internals_changed(client: str, distribution: str, detail: str) -> KeepaliveError:
     """The error for a client whose internals no longer match what its adapter relies on."""
     return KeepaliveError(
-        f"keepalive cannot reach the socket of a {client} connection: {detail} "
+        f"keepalive cannot reach the socket of this {client} connection: {detail} "
         f"({distribution} {client_version(distribution)} is installed). The adapter relies on {client}'s "
         f"internals, which have changed; keepalive was NOT applied. Please report this to the keepalive project "
         f"and pin {distribution} to a version the adapter supports meanwhile."
