@@ -85,7 +85,7 @@ def _table(headers: list[str], rows: list[list[str]], widths: list[int]) -> node
     group += head
     body = nodes.tbody()
     group += body
-    for target, cells, literal_first in ((head, [headers], False), (body, rows, True)):
+    for section, cells, literal_first in ((head, [headers], False), (body, rows, True)):
         for cells_of_row in cells:
             row = nodes.row()
             for index, cell in enumerate(cells_of_row):
@@ -95,7 +95,7 @@ def _table(headers: list[str], rows: list[list[str]], widths: list[int]) -> node
                 else:
                     entry += nodes.paragraph(cell, cell)
                 row += entry
-            target += row
+            section.append(row)
     return table
 
 
