@@ -24,7 +24,7 @@ __all__ = ["add_arguments", "run"]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``keepalive audit`` flags."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--pid", type=int, metavar="PID", help="audit only this process (default: every process)")
+    parser.add_argument("--pid", type=_pid, metavar="PID", help="audit only this process (default: every process)")
     parser.add_argument("--json", action="store_true", help='print {"connections": [...], "errors": [...]} as JSON')
     parser.add_argument(
         "--path-timeout",
@@ -38,6 +38,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="IDLE,INTERVAL,COUNT",
         help="the policy to recommend (and judge against when no path timeout is known); default: the default policy",
     )
+
+
+def _pid(text: str) -> int:
+    try:
+        pid = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a process id: {text!r}") from None
+    if pid <= 0:
+        raise argparse.ArgumentTypeError(f"not a process id: {text!r} (must be positive)")
+    return pid
 
 
 def _pids(only: int | None) -> list[int]:
