@@ -116,7 +116,7 @@ def _kube_proxy_sources(proxy: KubeProxy) -> tuple[list[Source], list[_Candidate
         )
     )
     if established:
-        candidates.append(_Candidate(established, f"kube-proxy conntrack.tcpEstablishedTimeout, {origin}", True))
+        candidates.append(_Candidate(established, f"kube-proxy conntrack.tcpEstablishedTimeout in {origin}", True))
     close_wait = proxy.tcp_close_wait_timeout
     sources.append(
         Source(
@@ -138,7 +138,7 @@ def _kube_proxy_sources(proxy: KubeProxy) -> tuple[list[Source], list[_Candidate
     if ipvs is not None:
         note = None if proxy.ipvs_tcp_timeout else "0 or not set: the kernel's IPVS TCP timeout, 900 s"
         sources.append(Source("kube-proxy ipvs.tcpTimeout", ipvs, origin, "s", note=note, limits_path=True))
-        candidates.append(_Candidate(ipvs, f"kube-proxy ipvs.tcpTimeout (IPVS mode), {origin}", True))
+        candidates.append(_Candidate(ipvs, f"kube-proxy ipvs.tcpTimeout (IPVS mode) in {origin}", True))
     return sources, candidates
 
 
@@ -282,7 +282,7 @@ def run_check(
                 f"middlebox {name}", MIDDLEBOXES[name], box_origin, "s", note=MIDDLEBOX_NOTES[name], limits_path=True
             )
         )
-        candidates.append(_Candidate(timeout, f"middlebox {name}, {box_origin}", True))
+        candidates.append(_Candidate(timeout, f"middlebox {name} from {box_origin}", True))
 
     if path_timeout is None:
         raw = env.get(ENV_PATH_TIMEOUT, "").strip()
@@ -309,7 +309,7 @@ def run_check(
         ):
             raise ValueError(f"path_timeout must be a positive number of seconds, got {path_timeout!r}")
         sources.append(Source("path timeout", path_timeout, path_timeout_origin, "s", limits_path=True))
-        candidates.append(_Candidate(float(path_timeout), f"path timeout, {path_timeout_origin}", True))
+        candidates.append(_Candidate(float(path_timeout), f"{path_timeout_origin}", True))
 
     # The node: sysctls, namespace, conntrack statistics.
     namespace = detect_namespace(root)
@@ -323,7 +323,7 @@ def run_check(
             established.name, established.value, established.origin, "s", note=note, limits_path=limits
         )
         if limits:
-            candidates.append(_Candidate(float(established.value), f"{ESTABLISHED}, {established.origin}", False))
+            candidates.append(_Candidate(float(established.value), ESTABLISHED, False))
     sources.extend(sysctls.values())
     sources.append(Source("network namespace", namespace.state, root, note=namespace.evidence))
 

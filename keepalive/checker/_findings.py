@@ -92,9 +92,10 @@ def _policy_rules(facts: Facts) -> list[Finding]:
         "recommended_idle": facts.recommended.idle,
         "recommended_interval": facts.recommended.interval,
     }
+    rec = facts.recommended
     fix = (
-        f"Use the recommended policy: {_env_fix(facts.recommended)} (Policy.below({timeout:g})), "
-        f"or pass it explicitly: keepalive.Policy.below({timeout:g})."
+        f"Set {_env_fix(rec)} (the recommended policy: {facts.recommended_origin}), or pass "
+        f"policy=keepalive.Policy(idle={rec.idle}, interval={rec.interval}, count={rec.count})."
     )
     if policy.idle >= timeout:
         return [

@@ -17,6 +17,17 @@ __all__ = ["Report"]
 _WIDTH = 100
 
 
+def _wrap(text: str, indent: int, hanging: int | None = None) -> list[str]:
+    return textwrap.wrap(
+        text,
+        _WIDTH,
+        initial_indent=" " * indent,
+        subsequent_indent=" " * (indent if hanging is None else hanging),
+        break_on_hyphens=False,
+        break_long_words=False,
+    )
+
+
 def _policy_dict(policy: Policy) -> dict[str, Any]:
     return {
         "idle": policy.idle,
@@ -148,7 +159,7 @@ class Report:
             origin = source.origin + (f" ({source.reason})" if source.reason else "")
             lines.append(f"  {source.name:<{name_width}}  {value:<14} {origin}{marker}")
             if source.note:
-                lines.extend(textwrap.wrap(source.note, _WIDTH, initial_indent="      ", subsequent_indent="      "))
+                lines.extend(_wrap(source.note, 6))
         lines.append("")
         if self.path_timeout is None:
             lines.append("Path timeout: unknown (give --middlebox or --path-timeout)")
@@ -160,11 +171,9 @@ class Report:
         for finding in self.findings:
             head = f"  {finding.severity.value.upper():<8} {finding.code}"
             lines.append(head)
-            lines.extend(textwrap.wrap(finding.message, _WIDTH, initial_indent=" " * 11, subsequent_indent=" " * 11))
+            lines.extend(_wrap(finding.message, 11))
             if finding.fix:
-                lines.extend(
-                    textwrap.wrap("fix: " + finding.fix, _WIDTH, initial_indent=" " * 11, subsequent_indent=" " * 16)
-                )
+                lines.extend(_wrap("fix: " + finding.fix, 11, 16))
         if not self.findings:
             lines.append("  (none)")
         lines.append("")
