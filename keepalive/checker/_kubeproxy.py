@@ -92,7 +92,7 @@ def _get(mapping: object, *names: str) -> Any:
     return None
 
 
-_MARKERS: Final = ("conntrack", "linux", "mode", "ipvs", "kind")
+_MARKERS: Final = ("conntrack", "linux", "mode", "ipvs")
 
 
 def _looks_like_config(obj: object) -> bool:
@@ -104,7 +104,10 @@ def _unwrap(obj: object, depth: int = 0) -> Mapping[str, Any] | None:
     if depth > 3 or not isinstance(obj, Mapping):
         return None
     kind = _get(obj, "kind")
-    if isinstance(kind, str) and kind.lower() == "configmap":
+    kind = kind.strip().lower() if isinstance(kind, str) else ""
+    if kind and kind not in {"configmap", "kubeproxyconfiguration"}:
+        return None  # another document of a kubeadm configuration file
+    if kind == "configmap":
         data = _get(obj, "data")
         if isinstance(data, Mapping):
             for value in data.values():
@@ -115,7 +118,7 @@ def _unwrap(obj: object, depth: int = 0) -> Mapping[str, Any] | None:
                         if found is not None:
                             return found
         return None
-    if _looks_like_config(obj):
+    if kind == "kubeproxyconfiguration" or _looks_like_config(obj):
         return obj
     wrapped = [value for value in obj.values() if isinstance(value, Mapping)]
     if len(obj) == 1 and len(wrapped) == 1:
