@@ -102,7 +102,7 @@ def test_connection_opened_later_is_reported_in_a_later_round(caplog: pytest.Log
         socket.create_server(("127.0.0.1", 0)) as listener,
         keepalive.audit_in_background(3600, path_timeout=240, loopback=True) as handle,
     ):
-        handle.audit_now()
+        wait_for(lambda: handle.rounds >= 1, "the thread's first round")  # then it sleeps for an hour
         client = socket.create_connection(listener.getsockname())
         server, _ = listener.accept()
         with client, server:
