@@ -1,0 +1,121 @@
+"""Micro-benchmarks run by pyperf (each in its own worker processes).
+
+Run by ``python -m benchmarks``; standalone: ``python benchmarks/micro.py --fast -o out.json``.
+
+* ``raw_setsockopt``: the setsockopt calls ``keepalive.apply()`` makes, written out by hand (the floor).
+* ``apply``: ``keepalive.apply(sock, policy)`` on the same kind of socket.
+* ``socket_create_connection`` / ``keepalive_create_connection``: connect + close on loopback.
+* ``connect_plain`` / ``connect_installed``: ``socket.create_connection`` without and with ``keepalive.install()``.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import pyperf
+
+import keepalive
+
+POLICY = keepalive.Policy(idle=60, interval=10, count=5)
+CALLS = keepalive.socket_options(POLICY)
+
+
+def time_raw(loops: int) -> float:
+    sock = socket.socket()
+    setsockopt = sock.setsockopt
+    calls = CALLS
+    try:
+        start = time.perf_counter()
+        for _ in range(loops):
+            for level, optname, value in calls:
+                setsockopt(level, optname, value)
+        return time.perf_counter() - start
+    finally:
+        sock.close()
+
+
+def time_apply(loops: int) -> float:
+    sock = socket.socket()
+    apply = keepalive.apply
+    policy = POLICY
+    try:
+        start = time.perf_counter()
+        for _ in range(loops):
+            apply(sock, policy)
+        return time.perf_counter() - start
+    finally:
+        sock.close()
+
+
+class _Listener:
+    """A loopback listener whose thread accepts and closes connections (the server closes first)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=4096)
+        self.address = self.sock.getsockname()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            conn.close()
+
+
+_LISTENER: _Listener | None = None
+
+
+def _address() -> tuple[str, int]:
+    global _LISTENER
+    if _LISTENER is None:
+        _LISTENER = _Listener()
+    return _LISTENER.address
+
+
+def _time_connect(connect: Callable[[tuple[str, int]], socket.socket], loops: int) -> float:
+    address = _address()
+    start = time.perf_counter()
+    for _ in range(loops):
+        sock = connect(address)
+        sock.close()
+    return time.perf_counter() - start
+
+
+def time_socket_create_connection(loops: int) -> float:
+    return _time_connect(socket.create_connection, loops)
+
+
+def time_keepalive_create_connection(loops: int) -> float:
+    return _time_connect(lambda a: keepalive.create_connection(a, policy=POLICY), loops)
+
+
+def time_connect_installed(loops: int) -> float:
+    install = getattr(keepalive, "install", None)
+    if install is None:
+        raise RuntimeError("keepalive.install() is not available")
+    install(POLICY)
+    try:
+        return _time_connect(socket.create_connection, loops)
+    finally:
+        keepalive.uninstall()  # type: ignore[attr-defined]
+
+
+def main() -> None:
+    runner = pyperf.Runner()
+    runner.metadata["description"] = "keepalive.apply() and wrappers vs the raw calls"
+    runner.bench_time_func("raw_setsockopt", time_raw)
+    runner.bench_time_func("apply", time_apply)
+    runner.bench_time_func("socket_create_connection", time_socket_create_connection)
+    runner.bench_time_func("keepalive_create_connection", time_keepalive_create_connection)
+    if hasattr(keepalive, "install"):
+        runner.bench_time_func("connect_plain", time_socket_create_connection)
+        runner.bench_time_func("connect_installed", time_connect_installed)
+
+
+if __name__ == "__main__":
+    main()
