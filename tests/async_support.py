@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import shutil
@@ -10,6 +11,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,44 +27,113 @@ ENV_POLICY = {"KEEPALIVE_IDLE": "23", "KEEPALIVE_INTERVAL": "6", "KEEPALIVE_COUN
 
 
 @contextlib.contextmanager
-def refusing_port() -> Iterator[int]:
+def refusing_port(host: str = "127.0.0.1", port: int = 0) -> Iterator[int]:
     """A loopback port that refuses connections: bound (so nobody else takes it) but not listening."""
     with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
+        holder.bind((host, port))
         yield holder.getsockname()[1]
 
 
 @contextlib.contextmanager
-def black_hole() -> Iterator[int]:
+def black_hole(host: str = "127.0.0.1", port: int = 0) -> Iterator[int]:
     """A loopback port where ``connect()`` hangs: a listener whose accept queue is full and never drained.
 
     The kernel drops the SYNs of further connections, so a connect attempt stays pending until cancelled (or
     for the SYN retries, minutes). Used to hold a connection attempt open without leaving loopback.
     """
-    listener = socket.socket()
+    with socket.socket() as listener:
+        listener.bind((host, port))
+        with _hang(listener):
+            yield listener.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _hang(listener: socket.socket) -> Iterator[None]:
+    host, port = listener.getsockname()[:2]
+    listener.listen(0)
     fillers: list[socket.socket] = []
     try:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(0)
-        port = listener.getsockname()[1]
-        for _ in range(3):
+        for _ in range(4):  # the last one is the probe
             filler = socket.socket()
-            filler.setblocking(False)
-            filler.connect_ex(("127.0.0.1", port))
             fillers.append(filler)
-        probe = socket.socket()
-        fillers.append(probe)
-        probe.setblocking(False)
-        probe.connect_ex(("127.0.0.1", port))
+            filler.setblocking(False)
+            filler.connect_ex((host, port))
         time.sleep(0.05)
         with contextlib.suppress(OSError):
-            probe.getpeername()
+            fillers[-1].getpeername()
             pytest.skip("this kernel accepts connections beyond a full backlog: no black hole")
-        yield port
+        yield
     finally:
         for filler in fillers:
             filler.close()
-        listener.close()
+
+
+@contextlib.contextmanager
+def _echo(listener: socket.socket) -> Iterator[None]:
+    listener.listen()
+    listener.settimeout(0.1)
+    stop = threading.Event()
+    conns: list[socket.socket] = []
+
+    def serve_one(conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := conn.recv(65536):
+                conn.sendall(data)
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.settimeout(None)
+            conns.append(conn)
+            threading.Thread(target=serve_one, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(2)
+        for conn in conns:
+            conn.close()
+
+
+#: Loopback addresses, in the order a made-up name resolves to them in the multi-address tests.
+HOSTS = ("127.0.0.1", "127.0.0.2")
+
+
+@contextlib.contextmanager
+def one_port(*kinds: str) -> Iterator[int]:
+    """One port on 127.0.0.1, 127.0.0.2, ...: each address ``"refuse"``s, ``"hang"``s or ``"echo"``es.
+
+    For the multi-address tests: a name that resolves to several addresses keeps the port the caller asked for,
+    so the addresses differ, not the ports.
+    """
+    for _ in range(20):
+        with contextlib.ExitStack() as stack:
+            sockets = [stack.enter_context(socket.socket()) for _ in kinds]
+            try:
+                sockets[0].bind((HOSTS[0], 0))
+                port = sockets[0].getsockname()[1]
+                for host, sock in zip(HOSTS[1:], sockets[1:], strict=False):
+                    sock.bind((host, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    continue
+                raise
+            for kind, sock in zip(kinds, sockets, strict=True):
+                if kind == "hang":
+                    stack.enter_context(_hang(sock))
+                elif kind == "echo":
+                    stack.enter_context(_echo(sock))
+            yield port
+            return
+    raise AssertionError("no port free on every loopback address")
 
 
 def open_socket_fds() -> set[int]:
