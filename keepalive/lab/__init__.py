@@ -27,6 +27,8 @@ API (``from keepalive.lab import Lab``)::
         with lab.inside("client"):                      # setns(2) for this thread only, undone afterwards
             response = client.get(f"http://{lab.vip}:8080/")   # e.g. httpx: the pooled socket is in client ns
         # Only the calling thread moves: code that connects from other threads must run in a subprocess.
+        # Clients that connect lazily or reconnect (redis-py, httpx pools) must make every call that may open a
+        # socket inside `lab.inside(...)`: from the root namespace the lab's addresses go to the default gateway.
 
         # processes: `ip netns exec <ns> argv`
         lab.run("node", [sys.executable, "-m", "keepalive", "check", "--json"])   # CompletedProcess[str]
