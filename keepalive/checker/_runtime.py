@@ -28,6 +28,9 @@ log = get_logger("check")
 
 _LEVELS: Final = {Severity.WARNING: logging.WARNING, Severity.ERROR: logging.ERROR}
 
+#: Findings the core already logs itself (keepalive.policy): not logged twice.
+_LOGGED_BY_THE_CORE: Final = frozenset({"invalid-policy-environment"})
+
 _done = False
 _lock = threading.Lock()
 
@@ -96,7 +99,7 @@ def run_once(policy: Policy | None = None) -> None:
         return
     for finding in report.findings:
         level = _LEVELS.get(finding.severity)
-        if level is None:
+        if level is None or finding.code in _LOGGED_BY_THE_CORE:
             continue
         extra: dict[str, object] = {
             "keepalive_code": finding.code,
