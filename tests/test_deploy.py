@@ -300,3 +300,23 @@ def test_daemonset_command_writes_metrics_and_logs_against_a_fake_host_root(tmp_
     assert "keepalive check stopped after 1 round(s)" in logs
     # Written atomically: no temporary file left next to it for node_exporter to trip over.
     assert sorted(p.name for p in textfile.parent.iterdir()) == [textfile.name]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="the init container runs as root")
+def test_init_container_lets_group_65534_add_files_to_the_textfile_directory(tmp_path: Path) -> None:
+    """The init container's command, from the YAML, on a root-owned 0755 directory: group 65534, group-writable,
+    sticky (so the checker cannot remove other exporters' files)."""
+    pod = _daemonset()["spec"]["template"]["spec"]
+    init = _container(pod, "textfile-permissions")
+    textfile = tmp_path / "textfile"
+    textfile.mkdir(mode=0o755)
+    mounts = {m["mountPath"]: textfile for m in init["volumeMounts"]}
+    command = [_rewrite(arg, mounts) for arg in init["command"]]
+    assert command[0] == "python"
+    result = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    status = textfile.stat()
+    assert status.st_gid == 65534
+    assert status.st_mode & 0o070 == 0o070
+    assert status.st_mode & 0o1000
+    assert status.st_mode & 0o755 == 0o755
