@@ -191,20 +191,25 @@ def test_process_that_does_not_exist_is_process_lookup_error() -> None:
 
 
 @pytest.mark.parametrize("reap", [True, False], ids=["reaped", "zombie"])
+@pytest.mark.parametrize("stage", ["_socket_fds", "_read_tables"])
 def test_process_that_exits_mid_scan_is_process_lookup_error(
-    held: Held, monkeypatch: pytest.MonkeyPatch, reap: bool
+    held: Held, monkeypatch: pytest.MonkeyPatch, reap: bool, stage: str
 ) -> None:
-    real = _audit._read_tables
+    """Killed after its descriptors were listed (pidfd_getfd path), or before its tables are read (timer path)."""
+    real = getattr(_audit, stage)
 
-    def kill_then_read(proc: str) -> dict[int, Any]:
+    def kill_then(proc: str) -> Any:
+        result = real(proc) if stage == "_socket_fds" else None
         held.proc.kill()
         if reap:
             held.proc.wait()
         else:  # dead but not yet waited for: /proc/PID still exists
             os.waitid(os.P_PID, held.pid, os.WEXITED | os.WNOWAIT)
-        return real(proc)
+        return result if stage == "_socket_fds" else real(proc)
 
-    monkeypatch.setattr(_audit, "_read_tables", kill_then_read)
+    monkeypatch.setattr(_audit, stage, kill_then)
+    if stage == "_read_tables":
+        monkeypatch.setattr(_audit, "_SYS_PIDFD_GETFD", 0x7FFF)  # ENOSYS: fall back to the tables
     with pytest.raises(ProcessLookupError, match="exited during the audit"):
         keepalive.audit(pid=held.pid)
 
