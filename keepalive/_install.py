@@ -4,9 +4,10 @@
 type ``_socket.socket``; the C type itself cannot be patched). Every connection made from Python goes through
 them: ``socket.create_connection``, asyncio's selector loops (``loop.sock_connect`` / ``create_connection`` call
 ``sock.connect``), trio (its socket wraps a :class:`socket.socket`), anyio on both, uvloop's ``sock_connect``,
-``ssl.SSLSocket`` (it calls ``super().connect``), and every client built on them. uvloop's own
-``create_connection`` connects in C; it is covered by a wrapper on ``uvloop.Loop.create_connection`` that applies
-right after the connection is made (installed when uvloop is imported, before or after :func:`install`).
+``ssl.SSLSocket`` (it calls ``super().connect``), and every client built on them. Two event loops connect
+without ``socket.socket.connect`` and get a wrapper of their own, put in place when their module is imported
+(before or after :func:`install`): uvloop's ``Loop.create_connection`` (libuv connects in C; applied right after
+the connection is made) and asyncio's proactor loop (Windows' default; ``sock_connect`` uses ConnectEx).
 
 Per connect, the hook costs two C attribute reads (family and type: UDP and AF_UNIX sockets are skipped), one
 ``getsockopt(SO_KEEPALIVE)`` and then :func:`keepalive.apply`'s setsockopt calls. It never breaks a connect: every
@@ -189,7 +190,7 @@ def install(policy: Policy | None = None) -> None:
             _hooks[name] = hook
             setattr(socket.socket, name, hook)
         _enabled = True
-        _watch_uvloop()
+        _watch_loops()
     log.debug("installed process-wide keepalive (policy %s)", "default" if policy is None else policy)
 
 
@@ -215,7 +216,7 @@ def uninstall() -> None:
             else:
                 delattr(socket.socket, name)
             del _hooks[name]
-        _unwatch_uvloop()
+        _unwatch_loops()
     log.debug("uninstalled process-wide keepalive")
 
 
@@ -231,23 +232,28 @@ def installed_policy() -> Policy | None:
     return _policy if _policy is not None else _resolve_first()
 
 
-# --- uvloop: its create_connection() makes and connects its own socket in C ------------------------------------
+# --- event loops that do not call socket.socket.connect ----------------------------------------------------------
+# uvloop's create_connection() makes and connects its own socket in C (libuv): wrapped to apply right after the
+# connection is made. asyncio's proactor loop (Windows' default) connects with ConnectEx on the descriptor:
+# its sock_connect(), which create_connection() also uses, is wrapped to apply before. Both are wrapped as soon as
+# their module is imported, before or after install(), through a finder that only looks at those two names.
 
-#: (was it in uvloop.Loop.__dict__, the attribute before wrapping), while our wrapper is in place.
-_uvloop_saved: tuple[bool, Any] | None = None
-_uvloop_finder: _UvloopFinder | None = None
 
-
-async def _uvloop_create_connection(self: Any, *args: Any, **kwargs: Any) -> Any:
-    assert _uvloop_saved is not None
-    transport, protocol = await _uvloop_saved[1](self, *args, **kwargs)
+async def _uvloop_create_connection(original: Any, self: Any, *args: Any, **kwargs: Any) -> Any:
+    transport, protocol = await original(self, *args, **kwargs)
     if _enabled:
         _prepare_transport(transport)
     return transport, protocol
 
 
+async def _proactor_sock_connect(original: Any, self: Any, sock: Any, address: Any) -> Any:
+    if _enabled:
+        _prepare(sock)
+    return await original(self, sock, address)
+
+
 def _prepare_transport(transport: Any) -> None:
-    """Apply the policy to the connected socket behind a uvloop transport (through a dup of its descriptor)."""
+    """Apply the policy to the connected socket behind a transport (through a dup of its descriptor)."""
     try:
         pseudo = transport.get_extra_info("socket")
         if pseudo is None:
@@ -255,41 +261,65 @@ def _prepare_transport(transport: Any) -> None:
         with socket.socket(fileno=os.dup(pseudo.fileno())) as sock:
             _prepare(sock)
     except Exception:
-        log.debug("install: could not prepare uvloop transport %r", transport, exc_info=True)
+        log.debug("install: could not prepare transport %r", transport, exc_info=True)
 
 
-def _patch_uvloop(module: ModuleType) -> None:
-    global _uvloop_saved
-    loop_class = getattr(module, "Loop", None)
-    if loop_class is None or _uvloop_saved is not None:
+#: module -> (class name, method name, wrapper taking the original first).
+_LOOP_METHODS: Final[dict[str, tuple[str, str, Callable[..., Any]]]] = {
+    "uvloop": ("Loop", "create_connection", _uvloop_create_connection),
+    "asyncio.proactor_events": ("BaseProactorEventLoop", "sock_connect", _proactor_sock_connect),
+}
+#: module -> (class, method name, was it in the class's __dict__, the original, our wrapper) while wrapped.
+_loop_saved: dict[str, tuple[type, str, bool, Any, Any]] = {}
+_finder: _LoopModuleFinder | None = None
+
+
+def _wrap_loop_method(module_name: str, module: ModuleType) -> None:
+    if module_name in _loop_saved:
         return
-    _uvloop_saved = ("create_connection" in loop_class.__dict__, loop_class.create_connection)
-    loop_class.create_connection = _uvloop_create_connection
-    log.debug("wrapped uvloop.Loop.create_connection")
-
-
-def _unpatch_uvloop() -> None:
-    global _uvloop_saved
-    loop_class = getattr(sys.modules.get("uvloop"), "Loop", None)
-    if loop_class is None or _uvloop_saved is None:
+    class_name, method_name, wrapper = _LOOP_METHODS[module_name]
+    cls = getattr(module, class_name, None)
+    if not isinstance(cls, type):
         return
-    if loop_class.__dict__.get("create_connection") is not _uvloop_create_connection:
-        return  # wrapped again by someone else: our wrapper stays, inert (it checks _enabled)
-    had, original = _uvloop_saved
-    if had:
-        loop_class.create_connection = original
-    else:
-        del loop_class.create_connection
-    _uvloop_saved = None
+    original = getattr(cls, method_name)
+    bound = _as_method(original, wrapper)
+    _loop_saved[module_name] = (cls, method_name, method_name in cls.__dict__, original, bound)
+    setattr(cls, method_name, bound)
+    log.debug("wrapped %s.%s.%s", module_name, class_name, method_name)
 
 
-class _UvloopFinder:
-    """Runs :func:`_patch_uvloop` right after ``import uvloop`` (finds nothing itself; wraps the real loader)."""
+def _as_method(original: Any, wrapper: Callable[..., Any]) -> Callable[..., Any]:
+    """A plain coroutine function ``(self, *args, **kwargs)`` calling ``wrapper(original, self, ...)``."""
+
+    async def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return await wrapper(original, self, *args, **kwargs)
+
+    try:
+        functools.update_wrapper(method, original)
+    except (AttributeError, TypeError):  # pragma: no cover
+        pass
+    method.__wrapped__ = original  # type: ignore[attr-defined]
+    return method
+
+
+def _unwrap_loop_methods() -> None:
+    for module_name, (cls, method_name, had, original, ours) in list(_loop_saved.items()):
+        if cls.__dict__.get(method_name) is not ours:
+            continue  # wrapped again by someone else: ours stays, inert (it checks _enabled)
+        if had:
+            setattr(cls, method_name, original)
+        else:
+            delattr(cls, method_name)
+        del _loop_saved[module_name]
+
+
+class _LoopModuleFinder:
+    """Wraps the loop classes right after their module is imported (finds nothing itself; wraps the loader)."""
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
-        if fullname != "uvloop":
+        if fullname not in _LOOP_METHODS:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
         if spec is None or spec.loader is None:
@@ -297,37 +327,38 @@ class _UvloopFinder:
         loader = spec.loader
         exec_module = loader.exec_module
 
-        def exec_and_patch(module: ModuleType) -> None:
+        def exec_and_wrap(module: ModuleType) -> None:
             exec_module(module)
             try:
                 with _lock:
                     if _enabled:
-                        _patch_uvloop(module)
+                        _wrap_loop_method(fullname, module)
             except Exception:
-                log.debug("install: could not wrap uvloop", exc_info=True)
+                log.debug("install: could not wrap %s", fullname, exc_info=True)
 
         # The loader is a fresh instance made for this spec: shadow its method rather than replace the loader.
-        loader.exec_module = exec_and_patch  # type: ignore[method-assign]
+        loader.exec_module = exec_and_wrap  # type: ignore[method-assign]
         return spec
 
 
-def _watch_uvloop() -> None:
-    """Wrap uvloop now if it is imported, else when it is (called under _lock)."""
-    global _uvloop_finder
-    module = sys.modules.get("uvloop")
-    if module is not None:
-        _patch_uvloop(module)
-    elif _uvloop_finder is None:
-        _uvloop_finder = _UvloopFinder()
-        sys.meta_path.insert(0, _uvloop_finder)
+def _watch_loops() -> None:
+    """Wrap the loop classes now if imported, else when they are (called under _lock)."""
+    global _finder
+    for module_name in _LOOP_METHODS:
+        module = sys.modules.get(module_name)
+        if module is not None:
+            _wrap_loop_method(module_name, module)
+    if _finder is None:
+        _finder = _LoopModuleFinder()
+        sys.meta_path.insert(0, _finder)
 
 
-def _unwatch_uvloop() -> None:
-    global _uvloop_finder
-    if _uvloop_finder is not None:
+def _unwatch_loops() -> None:
+    global _finder
+    if _finder is not None:
         try:
-            sys.meta_path.remove(_uvloop_finder)
+            sys.meta_path.remove(_finder)
         except ValueError:
             pass
-        _uvloop_finder = None
-    _unpatch_uvloop()
+        _finder = None
+    _unwrap_loop_methods()

@@ -18,7 +18,7 @@ import pytest
 
 import keepalive
 from keepalive import Policy, _install, _runtime
-from tests.helpers import LINUX, assert_policy_applied, echo_server, keepalive_options
+from tests.helpers import LINUX, assert_policy_applied, echo_server, expected_options, keepalive_options
 
 pytestmark = pytest.mark.skipif(not LINUX, reason="reads back Linux keepalive options")
 
@@ -307,19 +307,50 @@ def test_uvloop_create_connection_gets_the_policy(echo: tuple[str, int]) -> None
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="uvloop")
-def test_uvloop_imported_after_install_is_wrapped_on_import(tmp_path: Path, echo: tuple[str, int]) -> None:
-    """install() before ``import uvloop`` (the KEEPALIVE_AUTO case): the import hook wraps it when it loads."""
+def test_loop_modules_imported_after_install_are_wrapped_on_import() -> None:
+    """install() before ``import uvloop`` / asyncio's proactor module (the KEEPALIVE_AUTO case): they are wrapped
+    as they load."""
     pytest.importorskip("uvloop")
     code = (
         "import keepalive, sys; keepalive.install(keepalive.Policy(idle=41, interval=7, count=3));"
-        "assert 'uvloop' not in sys.modules; import uvloop;"
-        "print('create_connection' in uvloop.Loop.__dict__)"
+        "assert 'uvloop' not in sys.modules and 'asyncio.proactor_events' not in sys.modules;"
+        "import uvloop, asyncio.proactor_events as p;"
+        "print('create_connection' in uvloop.Loop.__dict__, 'sock_connect' in p.BaseProactorEventLoop.__dict__)"
     )
     import subprocess
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEEPALIVE_")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60, check=False)
-    assert out.stdout.strip() == "True", out.stderr
+    assert out.stdout.strip() == "True True", out.stderr
+
+
+def test_proactor_sock_connect_applies_before_connectex(echo: tuple[str, int]) -> None:
+    """asyncio's proactor loop (Windows) connects with ConnectEx, not sock.connect: its sock_connect is wrapped.
+    Driven here with a recording stand-in for the IOCP proactor (the real one exists only on Windows)."""
+    from asyncio import proactor_events
+
+    before = proactor_events.BaseProactorEventLoop.__dict__["sock_connect"]
+    keepalive.install(POLICY)
+    seen: list[dict[str, int]] = []
+
+    class RecordingProactor:
+        def connect(self, sock: socket.socket, address: Any) -> Any:
+            seen.append(keepalive_options(sock))  # what the socket carries when ConnectEx would run
+            future = asyncio.get_running_loop().create_future()
+            future.set_result(None)
+            return future
+
+    class Loop:
+        _proactor = RecordingProactor()
+
+    async def main() -> None:
+        with socket.socket() as sock:
+            await proactor_events.BaseProactorEventLoop.sock_connect(Loop(), sock, echo)  # type: ignore[arg-type]
+
+    asyncio.run(main())
+    assert seen == [expected_options(POLICY)]
+    keepalive.uninstall()
+    assert proactor_events.BaseProactorEventLoop.__dict__["sock_connect"] is before
 
 
 @pytest.mark.trio
