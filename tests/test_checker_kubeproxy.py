@@ -325,3 +325,15 @@ def test_loopback_urls_are_accepted(url: str) -> None:
     from keepalive.checker._kubeproxy import loopback_url
 
     assert loopback_url(url).endswith("/configz")
+
+
+def test_absent_file_named_by_the_environment_is_only_info(tmp_path: Path) -> None:
+    """An optional ConfigMap mount that is empty on this cluster: unknown, not a warning every round."""
+    report = keepalive.check(
+        proc_root=make_proc(tmp_path / "proc"),
+        policy=POLICY,
+        environ={"KEEPALIVE_KUBE_PROXY_CONFIG": str(tmp_path / "config.conf")},
+    )
+    finding = next(f for f in report.findings if f.code == "kube-proxy-unreadable")
+    assert finding.severity is Severity.INFO
+    assert report.exit_code == 0

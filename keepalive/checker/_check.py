@@ -345,18 +345,22 @@ def run_check(
     # kube-proxy.
     proxy: KubeProxy | None = None
     config_path = os.fspath(kube_proxy_config) if kube_proxy_config is not None else env.get(ENV_KUBE_PROXY_CONFIG)
-    for where, load in (
-        (config_path, read_kube_proxy_file),
-        (kube_proxy_url, fetch_configz),
+    config_from_env = kube_proxy_config is None
+    for where, load, optional in (
+        (config_path, read_kube_proxy_file, config_from_env),
+        (kube_proxy_url, fetch_configz, False),
     ):
         if not where:
             continue
         loaded, reason = load(where)
         if loaded is None:
             sources.append(Source("kube-proxy configuration", None, where, reason=reason))
+            # A file named by the environment may legitimately be absent (an optional ConfigMap mount): info.
+            # Anything asked for explicitly, or present but unusable, is a warning.
+            absent = optional and reason == "no such file"
             inputs.append(
                 Finding(
-                    Severity.WARNING,
+                    Severity.INFO if absent else Severity.WARNING,
                     "kube-proxy-unreadable",
                     f"kube-proxy configuration {where} could not be used: {reason}.",
                     "Point --kube-proxy-config at kube-proxy's KubeProxyConfiguration (kubeadm: the "
