@@ -37,10 +37,11 @@ def requirements(script: Path) -> list[str]:
     """The names after ``requires:`` on the first line of the script's docstring."""
     docstring = ast.get_docstring(ast.parse(script.read_text(encoding="utf-8"))) or ""
     first = docstring.strip().splitlines()[0] if docstring.strip() else ""
-    match = re.match(r"\s*requires:\s*(.+)", first, re.IGNORECASE)
+    # "requires: postgres", "requires: postgres, redis", "requires: root -- what the script shows ..."
+    match = re.match(r"\s*requires:\s*(\w+(?:\s*[,|]\s*\w+)*)", first, re.IGNORECASE)
     if not match:
         return []
-    return [name.strip().lower() for name in re.split(r"[,|\s]+", match.group(1)) if name.strip()]
+    return [name.strip().lower() for name in re.split(r"[,|]", match.group(1)) if name.strip()]
 
 
 def _marks(script: Path) -> list[pytest.MarkDecorator]:
