@@ -6,6 +6,7 @@ The server names the client's address (``information_schema.processlist`` ``host
 
 from __future__ import annotations
 
+import socket
 from importlib.metadata import version
 from typing import Any
 
@@ -80,6 +81,19 @@ def test_pymysql_reconnect_opens_a_socket_with_the_policy(ka_pymysql: Any) -> No
         assert_port_has(second)
     finally:
         conn.close()
+
+
+def test_pymysql_connect_failure_raises_pymysqls_own_error(ka_pymysql: Any, pymysql: Any) -> None:
+    """A refused connection is pymysql.err.OperationalError 2003, as with pymysql.connect, not a bare OSError."""
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        free_port = unused.getsockname()[1]
+    with pytest.raises(pymysql.err.OperationalError) as caught:
+        ka_pymysql.connect(host="127.0.0.1", port=free_port, user="root", policy=POLICY)
+    with pytest.raises(pymysql.err.OperationalError) as plain:
+        pymysql.connect(host="127.0.0.1", port=free_port, user="root")
+    assert caught.value.args[0] == plain.value.args[0] == 2003
+    assert isinstance(caught.value.original_exception, ConnectionRefusedError)
 
 
 def test_pymysql_deferred_connect_gets_the_policy(ka_pymysql: Any) -> None:

@@ -42,6 +42,8 @@ _DIST = "PyMySQL"
 _Connection: Any = _pymysql.connections.Connection
 _HAS_CONNECT_SOCK = "sock" in inspect.signature(_Connection.connect).parameters
 _HAS_SOCK_ATTR = hasattr(_Connection, "_sock")
+#: MySQL client error 2003, "Can't connect to MySQL server" (pymysql.constants.CR.CR_CONN_HOST_ERROR).
+_CR_CONN_HOST_ERROR = 2003
 
 
 def _check_connect_sock() -> None:
@@ -65,9 +67,17 @@ class KeepaliveConnection(_Connection):  # type: ignore[misc]
         """PyMySQL's ``connect``: a TCP socket is created here with the policy applied, then handed to PyMySQL."""
         if sock is None and not self.unix_socket:
             source = (self.bind_address, 0) if self.bind_address is not None else None
-            sock = create_connection(
-                (self.host, self.port), self.connect_timeout, source_address=source, policy=self.keepalive_policy
-            )
+            try:
+                sock = create_connection(
+                    (self.host, self.port), self.connect_timeout, source_address=source, policy=self.keepalive_policy
+                )
+            except OSError as exc:
+                # The error PyMySQL raises when it fails to connect its own socket.
+                error = _pymysql.err.OperationalError(
+                    _CR_CONN_HOST_ERROR, f"Can't connect to MySQL server on {self.host!r} ({exc})"
+                )
+                error.original_exception = exc
+                raise error from exc
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as PyMySQL does for its own sockets
             self.host_info = f"socket {self.host}:{self.port:d}"
         elif sock is not None:
