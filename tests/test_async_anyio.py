@@ -263,6 +263,20 @@ async def test_tls_failure_raises_what_anyio_raises() -> None:
     assert isinstance(ours, anyio.BrokenResourceError | OSError)
 
 
+async def test_cancelling_during_the_tls_handshake_closes_the_socket_like_anyio() -> None:
+    """Cancelled during the TLS handshake (the server never answers): absorbed like anyio's, no socket left."""
+    _, client_context = tls_contexts()
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # the kernel completes handshakes; nobody accepts
+        port = silent.getsockname()[1]
+        for connect in (anyio.connect_tcp, keepalive.anyio.connect_tcp):
+            before = connections_to(port)
+            with anyio.move_on_after(0.3) as scope:
+                await connect("127.0.0.1", port, ssl_context=client_context, tls_hostname="localhost")
+            assert scope.cancelled_caught, connect
+            await anyio.sleep(0.01)
+            assert connections_to(port) <= before, connect
+
+
 async def test_apply_sets_the_policy_on_an_open_stream() -> None:
     """keepalive.anyio.apply() reaches the socket through SocketAttribute.raw_socket."""
     with echo_server() as (host, port):

@@ -305,6 +305,47 @@ async def test_tls_arguments_are_passed_through() -> None:
         await close(writer)
 
 
+@contextlib.asynccontextmanager
+async def silent_server() -> Any:
+    """Accepts TCP connections and never answers: a TLS handshake against it stays pending."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for writer in accepted:
+            writer.close()
+        await server.wait_closed()
+
+
+@pytest.mark.asyncio
+async def test_cancelling_during_the_tls_handshake_closes_the_socket_like_asyncio() -> None:
+    """Cancelled after connect, during the TLS handshake: CancelledError, as asyncio's, and the socket is closed."""
+    _, client_context = tls_contexts()
+    async with silent_server() as port:
+        for connect in (asyncio.open_connection, keepalive.asyncio.open_connection):
+            before = connections_to(port)
+            task = asyncio.ensure_future(connect("127.0.0.1", port, ssl=client_context, server_hostname="localhost"))
+            for _ in range(100):  # until the TCP connection is up and the handshake is waiting
+                await asyncio.sleep(0.01)
+                if connections_to(port) - before:
+                    break
+            assert not task.done()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            for _ in range(20):
+                await asyncio.sleep(0.01)
+                if connections_to(port) <= before:
+                    break
+            assert connections_to(port) <= before, connect
+
+
 @pytest.mark.asyncio
 async def test_tls_failure_raises_what_asyncio_raises() -> None:
     """A certificate that does not verify raises the same SSLCertVerificationError as asyncio's."""
@@ -381,6 +422,18 @@ async def test_apply_sets_the_policy_on_an_open_connection() -> None:
             assert_policy_applied(writer.get_extra_info("socket"), other)
         finally:
             await close(writer)
+
+
+def test_happy_eyeballs_interleaves_families_as_asyncio_does() -> None:
+    """The address order for happy eyeballs is asyncio's own (_interleave_addrinfos), for every interleave."""
+    from asyncio import base_events
+
+    v6 = [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", (f"::{i}", 1, 0, 0)) for i in range(1, 4)]
+    v4 = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (f"127.0.0.{i}", 1)) for i in range(1, 4)]
+    for infos in (v6 + v4, v4 + v6, [v6[0], v4[0], v4[1], v6[1], v6[2], v4[2]], v4):
+        for interleave in (1, 2, 3):
+            ours = keepalive.asyncio._interleave(infos, interleave)
+            assert ours == base_events._interleave_addrinfos(infos, interleave)  # type: ignore[attr-defined]
 
 
 # -- servers -------------------------------------------------------------------------------------------------

@@ -224,6 +224,19 @@ async def test_apply_sets_the_policy_on_an_open_stream() -> None:
             assert_policy_applied(stream.socket, other)
 
 
+def test_address_order_is_trios() -> None:
+    """The RFC 6555 section 5.4 reordering is trio's own, for mixed and single-family results."""
+    from trio._highlevel_open_tcp_stream import reorder_for_rfc_6555_section_5_4
+
+    six, four = socket.AF_INET6, socket.AF_INET
+    for families in ([six, six, four, four], [four, six, six], [six, four, six], [four, four], [six]):
+        ours = [(family, i) for i, family in enumerate(families)]
+        theirs = list(ours)
+        keepalive.trio._reorder_for_rfc_6555_section_5_4(ours)
+        reorder_for_rfc_6555_section_5_4(theirs)  # type: ignore[arg-type]
+        assert ours == theirs
+
+
 # -- servers -------------------------------------------------------------------------------------------------
 
 
