@@ -84,6 +84,13 @@ class _Candidate:
     explicit: bool
 
 
+def _whole(value: float | None) -> float | int | None:
+    """350.0 -> 350 (for display); other values unchanged."""
+    if value is not None and float(value).is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
+
+
 def _kube_proxy_sources(proxy: KubeProxy) -> tuple[list[Source], list[_Candidate]]:
     sources: list[Source] = []
     candidates: list[_Candidate] = []
@@ -105,7 +112,7 @@ def _kube_proxy_sources(proxy: KubeProxy) -> tuple[list[Source], list[_Candidate
     sources.append(
         Source(
             "kube-proxy conntrack.tcpEstablishedTimeout",
-            established,
+            _whole(established),
             origin,
             "s",
             reason=None if established is not None else "not given",
@@ -121,7 +128,7 @@ def _kube_proxy_sources(proxy: KubeProxy) -> tuple[list[Source], list[_Candidate
     sources.append(
         Source(
             "kube-proxy conntrack.tcpCloseWaitTimeout",
-            close_wait,
+            _whole(close_wait),
             origin,
             "s",
             reason=None if close_wait is not None else "not given",
@@ -137,7 +144,7 @@ def _kube_proxy_sources(proxy: KubeProxy) -> tuple[list[Source], list[_Candidate
     ipvs = proxy.ipvs_timeout
     if ipvs is not None:
         note = None if proxy.ipvs_tcp_timeout else "0 or not set: the kernel's IPVS TCP timeout, 900 s"
-        sources.append(Source("kube-proxy ipvs.tcpTimeout", ipvs, origin, "s", note=note, limits_path=True))
+        sources.append(Source("kube-proxy ipvs.tcpTimeout", _whole(ipvs), origin, "s", note=note, limits_path=True))
         candidates.append(_Candidate(ipvs, f"kube-proxy ipvs.tcpTimeout (IPVS mode) in {origin}", True))
     return sources, candidates
 

@@ -7,10 +7,8 @@ import argparse
 import contextlib
 import logging
 import math
-import os
 import signal
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 from types import FrameType
@@ -24,7 +22,7 @@ from keepalive.checker._middleboxes import MIDDLEBOX_NOTES, MIDDLEBOXES, parse_m
 from keepalive.checker._report import Report
 from keepalive.checker._sources import ENV_PROC_ROOT
 
-__all__ = ["add_arguments", "run", "write_textfile"]
+__all__ = ["add_arguments", "run"]
 
 log = get_logger("check")
 
@@ -140,27 +138,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def write_textfile(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically: a hidden temporary file in the same directory, fsync, rename.
-
-    The temporary name ends in ``.tmp``, so node_exporter's textfile collector (``*.prom``) never reads half a file.
-    """
-    target = os.path.abspath(path)
-    directory, name = os.path.split(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _render(report: Report, fmt: str) -> str:
     if fmt == "json":
         return report.to_json() + "\n"
@@ -190,7 +167,7 @@ def _round(args: argparse.Namespace, fmt: str) -> int:
     code = report.exit_code
     if args.textfile:
         try:
-            write_textfile(args.textfile, report.to_prometheus())
+            report.write_textfile(args.textfile)
         except OSError as exc:
             print(f"keepalive check: cannot write --textfile {args.textfile}: {exc}", file=sys.stderr)
             code = 2

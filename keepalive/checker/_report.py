@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import tempfile
 import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,6 +49,8 @@ def _number(value: float) -> str:
         return "NaN"
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
     return repr(float(value))
 
 
@@ -187,6 +192,27 @@ class Report:
             f"{counts[Severity.INFO]} info -> exit {self.exit_code}"
         )
         return "\n".join(lines) + "\n"
+
+    def write_textfile(self, path: str | os.PathLike[str]) -> None:
+        """Write :meth:`to_prometheus` to ``path`` atomically, for node_exporter's textfile collector.
+
+        A hidden temporary file in the same directory (its name ends in ``.tmp``, which the collector ignores),
+        fsync, then a rename over ``path``; the file is mode 0644. Raises ``OSError`` when it can't be written.
+        """
+        target = os.path.abspath(os.fspath(path))
+        directory, name = os.path.split(target)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(self.to_prometheus())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
     def to_prometheus(self) -> str:
         """node_exporter textfile-collector metrics (``keepalive_check_*``)."""
