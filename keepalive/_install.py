@@ -261,13 +261,21 @@ def _prepare_transport(transport: Any) -> None:
         with socket.socket(fileno=os.dup(pseudo.fileno())) as sock:
             _prepare(sock)
     except Exception:
-        log.debug("install: could not prepare transport %r", transport, exc_info=True)
+        log.debug("install: could not prepare uvloop transport %r", transport, exc_info=True)
 
 
-#: module -> (class name, method name, wrapper taking the original first).
-_LOOP_METHODS: Final[dict[str, tuple[str, str, Callable[..., Any]]]] = {
-    "uvloop": ("Loop", "create_connection", _uvloop_create_connection),
-    "asyncio.proactor_events": ("BaseProactorEventLoop", "sock_connect", _proactor_sock_connect),
+def _wrapped_uvloop() -> None:
+    log.debug("wrapped uvloop.Loop.create_connection")
+
+
+def _wrapped_proactor() -> None:
+    log.debug("wrapped asyncio's proactor loop sock_connect")
+
+
+#: module -> (class name, method name, wrapper taking the original first, what to log once wrapped).
+_LOOP_METHODS: Final[dict[str, tuple[str, str, Callable[..., Any], Callable[[], None]]]] = {
+    "uvloop": ("Loop", "create_connection", _uvloop_create_connection, _wrapped_uvloop),
+    "asyncio.proactor_events": ("BaseProactorEventLoop", "sock_connect", _proactor_sock_connect, _wrapped_proactor),
 }
 #: module -> (class, method name, was it in the class's __dict__, the original, our wrapper) while wrapped.
 _loop_saved: dict[str, tuple[type, str, bool, Any, Any]] = {}
@@ -277,7 +285,7 @@ _finder: _LoopModuleFinder | None = None
 def _wrap_loop_method(module_name: str, module: ModuleType) -> None:
     if module_name in _loop_saved:
         return
-    class_name, method_name, wrapper = _LOOP_METHODS[module_name]
+    class_name, method_name, wrapper, wrapped = _LOOP_METHODS[module_name]
     cls = getattr(module, class_name, None)
     if not isinstance(cls, type):
         return
@@ -285,7 +293,7 @@ def _wrap_loop_method(module_name: str, module: ModuleType) -> None:
     bound = _as_method(original, wrapper)
     _loop_saved[module_name] = (cls, method_name, method_name in cls.__dict__, original, bound)
     setattr(cls, method_name, bound)
-    log.debug("wrapped %s.%s.%s", module_name, class_name, method_name)
+    wrapped()
 
 
 def _as_method(original: Any, wrapper: Callable[..., Any]) -> Callable[..., Any]:
