@@ -105,7 +105,7 @@ def test_server_push_after_idle_is_lost_without_keepalive_and_arrives_with_it(
     _report("push without keepalive", f"received={without.received} server: {without.server_error}", capsys)
     _report(
         f"push with {POLICY}",
-        f"received {_seconds(with_.latency)} after the push; conntrack invalid +{invalid}",
+        f"received {(with_.latency or 0) * 1000:.2f} ms after the push; conntrack invalid +{invalid}",
         capsys,
     )
 

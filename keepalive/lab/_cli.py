@@ -68,7 +68,7 @@ def _push_text(outcome: scenarios.PushOutcome, wait: float) -> str:
         text = f"arrived {outcome.latency * 1000:.1f} ms after the push"
     else:
         text = f"never arrived (client waited {wait:g} s after the push)"
-    server = "acknowledged" if outcome.server_acknowledged else outcome.server_error or "no answer"
+    server = "acknowledged" if outcome.server_acknowledged else _short(outcome.server_error) or "no answer"
     return f"{text}; server: {server}"
 
 
@@ -78,11 +78,16 @@ def _request_text(outcomes: list[scenarios.RequestOutcome]) -> str:
     moved = len(outcomes) - stayed - reset
     parts = [f"{stayed}/{len(outcomes)} answered by their backend"]
     if reset:
-        errors = sorted({outcome.error or "" for outcome in outcomes if outcome.error})
-        parts.append(f"{reset} failed ({'; '.join(errors)})")
+        errors = sorted({_short(outcome.error) for outcome in outcomes if outcome.error})
+        parts.append(f"{reset} failed ({', '.join(errors)})")
     if moved:
         parts.append(f"{moved} answered by another backend")
     return ", ".join(parts)
+
+
+def _short(error: str | None) -> str:
+    """The exception's class name from a scenario's "Class: message" text."""
+    return (error or "").split(":", 1)[0]
 
 
 def _policy_json(policy: Policy | None) -> dict[str, Any] | None:
@@ -137,14 +142,14 @@ def run(args: argparse.Namespace) -> int:
             say(f"\n1. The server pushes one line after {idle_for:g} s idle (a watch event, a DB notification):")
             push = scenarios.server_push(lab, [None, policy], idle_for=idle_for, wait=wait)
             for outcome in push:
-                say(f"   {_policy_text(outcome.policy):<45} {_push_text(outcome, wait)}")
+                say(f"   {_policy_text(outcome.policy):<34} {_push_text(outcome, wait)}")
             say(f"\n2. A request after {idle_for:g} s idle, two backends, random DNAT ({args.connections} per side):")
             request = scenarios.request_after_idle(
                 lab, [None] * args.connections + [policy] * args.connections, idle_for=idle_for, wait=wait
             )
             without, with_ = request[: args.connections], request[args.connections :]
-            say(f"   {_policy_text(None):<45} {_request_text(without)}")
-            say(f"   {_policy_text(policy):<45} {_request_text(with_)}")
+            say(f"   {_policy_text(None):<34} {_request_text(without)}")
+            say(f"   {_policy_text(policy):<34} {_request_text(with_)}")
             after = lab.conntrack_stats()
             invalid = after.get("invalid", 0) - before.get("invalid", 0)
             dropped = lab.invalid_dropped()

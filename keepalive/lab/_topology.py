@@ -293,7 +293,11 @@ class Lab:
         self._ip_batch(
             node,
             [f"addr add {NODE_CLIENT_SIDE}/24 dev eth0", f"addr add {NODE_SERVER_SIDE}/24 dev eth1",
-             "link set lo up", "link set eth0 up", "link set eth1 up"],
+             "link set lo up", "link set eth0 up", "link set eth1 up",
+             # A real node routes a service IP somewhere (its default route): packets to the VIP that conntrack
+             # could not translate (INVALID, e.g. a FIN after the entry expired) then reach the forward chain,
+             # where kube-proxy's rule drops them, instead of dying in routing with an ICMP error.
+             f"route add {VIP}/32 via {BACKENDS[0]}"],
         )  # fmt: skip
         self._ip_batch(
             server,
