@@ -23,7 +23,8 @@ DEPLOY = ROOT / "deploy" / "kubernetes"
 MANIFESTS = sorted(DEPLOY.glob("*.yaml"))
 #: The oldest Kubernetes the manifests promise to work with (safe TCP keepalive sysctls, kube-proxy tcpBeLiberal)
 #: and the newest schema kubernetes-validate bundles.
-KUBERNETES_VERSIONS = ("1.29.0", kubernetes_validate.utils.latest_version())
+_BUNDLED = kubernetes_validate.utils.all_versions()
+KUBERNETES_VERSIONS = ("1.29.0" if "1.29.0" in _BUNDLED else _BUNDLED[0], _BUNDLED[-1])
 
 
 def _documents(path: Path) -> list[dict[str, Any]]:
