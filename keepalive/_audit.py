@@ -31,9 +31,9 @@ from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Final, Literal
 
-from keepalive._exceptions import KeepaliveError
+from keepalive._exceptions import InvalidPolicy, KeepaliveError
 from keepalive._log import get_logger
-from keepalive._policy import Policy, _detected_path_timeout, resolve_default_policy
+from keepalive._policy import BUILTIN_POLICY, Policy, _detected_path_timeout, resolve_default_policy
 
 __all__ = ["BackgroundAudit", "SocketState", "Verdict", "audit", "audit_in_background"]
 
@@ -415,13 +415,13 @@ def _judge(
     if idle > policy.idle or idle + interval > policy.idle + policy.interval:
         return (
             "too-slow",
-            f"no path timeout known; probes at {idle} s and {idle + interval} s idle are later than the policy's "
+            f"no path timeout configured; probes at {idle} s and {idle + interval} s idle are later than the policy's "
             f"{policy.idle} s and {policy.idle + policy.interval} s",
             fix,
         )
     return (
         "ok",
-        f"no path timeout known; probes at {idle} s and {idle + interval} s idle are no later than the policy's",
+        f"no path timeout configured; probes at {idle} s and {idle + interval} s idle are no later than the policy's",
         None,
     )
 
@@ -435,12 +435,38 @@ def _require_proc() -> None:
 
 
 def _path_timeout(path_timeout: float | None) -> float | None:
+    return _explain_path_timeout(path_timeout)[0]
+
+
+def _explain_path_timeout(path_timeout: float | None) -> tuple[float | None, str]:
+    """The path timeout the verdicts use, and where it comes from.
+
+    Like :func:`keepalive.default_policy`: a timeout given or configured (``KEEPALIVE_PATH_TIMEOUT``,
+    ``KEEPALIVE_MIDDLEBOX``, kube-proxy's configuration) is used as is; one merely found on this node (its
+    conntrack timeout) only when it is tighter than what the built-in policy covers, because cloud NAT and load
+    balancer timeouts (240 s on Azure) are invisible from the node. Otherwise None: the policy is the yardstick.
+    """
     if path_timeout is not None:
-        if isinstance(path_timeout, bool) or not isinstance(path_timeout, int | float) or path_timeout <= 0:
+        if isinstance(path_timeout, bool) or not isinstance(path_timeout, int | float) or not path_timeout > 0:
             raise ValueError(f"path_timeout must be a positive number of seconds, got {path_timeout!r}")
-        return float(path_timeout)
+        return float(path_timeout), "given"
     detected = _detected_path_timeout()
-    return None if detected is None else float(detected[0])
+    if detected is None:
+        return None, "unknown: none configured or found on this node"
+    timeout, explicit = float(detected[0]), detected[1]
+    if explicit:
+        return timeout, "configured (KEEPALIVE_PATH_TIMEOUT, KEEPALIVE_MIDDLEBOX or kube-proxy's configuration)"
+    try:
+        below = Policy.below(timeout)
+        tighter = below.idle + below.interval < BUILTIN_POLICY.idle + BUILTIN_POLICY.interval
+    except InvalidPolicy:  # below 3 s: as tight as it gets
+        tighter = True
+    if tighter:
+        return timeout, "found on this node (conntrack)"
+    return None, (
+        f"not configured; this node's own {timeout:g} s is not used because cloud NAT/load balancer idle timeouts "
+        "(Azure: 240 s) cannot be seen from here: set KEEPALIVE_PATH_TIMEOUT or KEEPALIVE_MIDDLEBOX"
+    )
 
 
 def _state(

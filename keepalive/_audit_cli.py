@@ -14,7 +14,7 @@ import os
 import sys
 from typing import TextIO
 
-from keepalive._audit import SocketState, _path_timeout, _require_proc, audit
+from keepalive._audit import SocketState, _explain_path_timeout, _require_proc, audit
 from keepalive._exceptions import KeepaliveError
 from keepalive._policy import Policy, resolve_default_policy
 
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     out: TextIO = sys.stdout
     try:
         _require_proc()
-        timeout = _path_timeout(args.path_timeout)
+        timeout, source = _explain_path_timeout(args.path_timeout)
     except (KeepaliveError, ValueError) as exc:
         print(f"keepalive audit: {exc}", file=sys.stderr)
         return 2
@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         document = {
             "path_timeout": timeout,
+            "path_timeout_source": source,
             "policy": {"idle": policy.idle, "interval": policy.interval, "count": policy.count},
             "connections": [c.to_dict() for c in connections],
             "errors": errors,
@@ -92,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.pid is not None and errors:
         print(f"keepalive audit: process {args.pid}: {errors[0]['reason']}", file=sys.stderr)
     else:
-        _print_text(out, connections, errors, timeout, policy, only=args.pid)
+        _print_text(
+            out, connections=connections, errors=errors, timeout=timeout, source=source, policy=policy, only=args.pid
+        )
     if args.pid is not None and errors:
         return 2
     return 1 if offenders else 0
@@ -100,17 +103,18 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_text(
     out: TextIO,
+    *,
     connections: list[SocketState],
     errors: list[dict[str, object]],
     timeout: float | None,
+    source: str,
     policy: Policy,
-    *,
     only: int | None,
 ) -> None:
     if timeout is not None:
-        print(f"path timeout: {timeout:g} s", file=out)
+        print(f"path timeout: {timeout:g} s ({source})", file=out)
     else:
-        print(f"path timeout: unknown; judging against the policy ({policy})", file=out)
+        print(f"path timeout: {source}; judging against the policy ({policy})", file=out)
     header = ("PID", "FD", "STATE", "LOCAL", "REMOTE", "KEEPALIVE", "IDLE", "INTVL", "CNT", "USER_TO", "VERDICT")
     rows = [header]
     for c in connections:

@@ -150,7 +150,7 @@ def test_without_a_path_timeout_the_policy_is_the_yardstick(
         state = state_of(client, keepalive.audit(Policy(idle=60, interval=10, count=5)))
     assert state.path_timeout is None
     assert state.verdict == verdict, state.reason
-    assert "no path timeout known" in state.reason
+    assert "no path timeout configured" in state.reason
 
 
 def test_path_timeout_comes_from_the_checker(listener: socket.socket, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -161,6 +161,29 @@ def test_path_timeout_comes_from_the_checker(listener: socket.socket, monkeypatc
         state = state_of(client, keepalive.audit())
     assert state.path_timeout == 350.0
     assert state.verdict == "ok"
+
+
+@pytest.mark.parametrize(
+    ("found", "expected"),
+    [
+        ((432000.0, False), None),  # the node's conntrack: longer than cloud NATs the node cannot see
+        ((90.0, False), 90.0),  # below(90) is tighter than the built-in policy: used
+        ((100.0, False), None),  # below(100) is not: the built-in policy (tighter still) is the yardstick
+        ((2.0, False), 2.0),
+        ((86400.0, True), 86400.0),  # configured: taken as given
+    ],
+)
+def test_a_found_path_timeout_is_used_like_default_policy_uses_it(
+    listener: socket.socket, monkeypatch: pytest.MonkeyPatch, found: tuple[float, bool], expected: float | None
+) -> None:
+    monkeypatch.setattr(_audit, "_detected_path_timeout", lambda: found)
+    client, server = connected_pair(listener)
+    with client, server:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        state = state_of(client, keepalive.audit())
+    assert state.path_timeout == expected
+    if expected is None:
+        assert "no path timeout configured" in state.reason
 
 
 def test_audit_changes_nothing_on_the_original_socket(listener: socket.socket) -> None:
