@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from keepalive import Policy
-from keepalive.lab import Lab, lab_namespaces, parse_conntrack_stats, scenarios
+from keepalive.lab import Lab, cleanup_stale, lab_namespaces, parse_conntrack_stats, scenarios
 from tests.helpers import require_lab
 
 CONNTRACK_TIMEOUT = 3
@@ -245,3 +245,24 @@ def test_thread_returns_to_its_own_namespace_after_inside(lab: Lab) -> None:
     with pytest.raises(RuntimeError), lab.inside("server"):
         raise RuntimeError
     assert os.readlink("/proc/thread-self/ns/net") == own
+
+
+@pytest.mark.lab
+def test_cleanup_stale_deletes_namespaces_of_a_killed_process() -> None:
+    """SIGKILL leaves no chance to clean up: `keepalive lab --cleanup` / cleanup_stale() removes what is left,
+    and only what belongs to processes that are gone."""
+    require_lab()
+    code = "import time\nfrom keepalive.lab import Lab\nprint(Lab().start().run_id, flush=True)\ntime.sleep(60)\n"
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) as process:
+        assert process.stdout is not None
+        run_id = process.stdout.readline().strip()
+        assert run_id
+        assert not any(name.startswith(run_id) for name in cleanup_stale())
+        assert any(name.startswith(run_id) for name in lab_namespaces())  # its owner is alive: kept
+        process.kill()
+        process.wait()
+    deleted = cleanup_stale()
+    assert sorted(name for name in deleted if name.startswith(run_id)) == sorted(
+        f"{run_id}-{role}" for role in ("client", "node", "server")
+    )
+    assert not any(name.startswith(run_id) for name in lab_namespaces())
