@@ -276,28 +276,28 @@ def loopback_url(url: str) -> str:
         parts = urllib.parse.urlsplit(url.strip())
         port = parts.port
     except ValueError as exc:
-        raise NotLoopback(f"--kube-proxy-url {url!r} is not a valid URL: {exc}") from None
+        raise NotLoopback(f"kube-proxy URL {url!r} is not a valid URL: {exc}") from None
     if parts.scheme not in {"http", "https"}:
-        raise NotLoopback(f"--kube-proxy-url {url!r}: only http:// or https:// URLs on loopback are accepted")
+        raise NotLoopback(f"kube-proxy URL {url!r}: only http:// or https:// URLs on loopback are accepted")
     host = parts.hostname or ""
     if not host:
-        raise NotLoopback(f"--kube-proxy-url {url!r} has no host")
+        raise NotLoopback(f"kube-proxy URL {url!r} has no host")
     try:
         addresses = [ipaddress.ip_address(host)]
     except ValueError:
         if host.lower() not in {"localhost", "localhost.localdomain", "ip6-localhost"}:
             raise NotLoopback(
-                f"--kube-proxy-url {url!r}: host {host!r} is not loopback; the checker only connects to "
+                f"kube-proxy URL {url!r}: host {host!r} is not loopback; the checker only connects to "
                 "127.0.0.1, ::1 or localhost (kube-proxy's metrics address is 127.0.0.1:10249)"
             ) from None
         try:
             infos = socket.getaddrinfo(host, port or 80, proto=socket.IPPROTO_TCP)
             addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
         except (OSError, ValueError) as exc:
-            raise NotLoopback(f"--kube-proxy-url {url!r}: cannot resolve {host!r}: {exc}") from None
+            raise NotLoopback(f"kube-proxy URL {url!r}: cannot resolve {host!r}: {exc}") from None
     if not addresses or not all(address.is_loopback for address in addresses):
         raise NotLoopback(
-            f"--kube-proxy-url {url!r}: {host} is not a loopback address; the checker only connects to "
+            f"kube-proxy URL {url!r}: {host} is not a loopback address; the checker only connects to "
             "127.0.0.1, ::1 or localhost (kube-proxy's metrics address is 127.0.0.1:10249)"
         )
     if parts.path in {"", "/"}:

@@ -8,9 +8,16 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["Finding", "Number", "Severity", "Source"]
+__all__ = ["Finding", "Number", "Severity", "Source", "plain"]
 
 Number = int | float
+
+
+def plain(value: Any) -> Any:
+    """A whole float as an int (``350.0 -> 350``) for JSON and text; anything else unchanged."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
 
 
 class Severity(enum.StrEnum):
@@ -109,5 +116,5 @@ class Finding:
             "code": self.code,
             "message": self.message,
             "fix": self.fix,
-            "data": dict(self.data),
+            "data": {name: plain(value) for name, value in self.data.items()},
         }

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from keepalive._policy import Policy
-from keepalive.checker._model import Finding, Severity, Source
+from keepalive.checker._model import Finding, Severity, Source, plain
 
 __all__ = ["Report"]
 
@@ -136,7 +136,7 @@ class Report:
         return {
             "status": self.severity.value,
             "exit_code": self.exit_code,
-            "path_timeout": self.path_timeout,
+            "path_timeout": plain(self.path_timeout),
             "path_timeout_origin": self.path_timeout_origin,
             "policy": checked,
             "recommended_policy": recommended,

@@ -1,0 +1,36 @@
+"""The runtime check: the first connection a process makes through keepalive runs the check once and logs what
+does not fit on logger ``keepalive.check`` (numbers in the message and in ``extra``). KEEPALIVE_CHECK=0 turns it off.
+
+Here the environment says the path has an Azure load balancer (240 s) but asks for a 300 s idle: one error.
+"""
+
+import logging
+import os
+import socket
+
+os.environ["KEEPALIVE_MIDDLEBOX"] = "azure-lb"
+os.environ["KEEPALIVE_IDLE"] = "300"
+
+import keepalive
+
+records: list[logging.LogRecord] = []
+
+
+class Collect(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        records.append(record)
+
+
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+logging.getLogger("keepalive.check").addHandler(Collect())
+
+with socket.create_server(("127.0.0.1", 0)) as server:
+    for _ in range(3):  # three connections, one check
+        with keepalive.create_connection(server.getsockname(), timeout=5):
+            server.accept()[0].close()
+
+codes = [getattr(record, "keepalive_code", None) for record in records]
+print("logged:", codes)
+error = next(r for r in records if getattr(r, "keepalive_code", None) == "policy-idle-exceeds-path-timeout")
+print("extra:", {k: v for k, v in vars(error).items() if k.startswith("keepalive_") and k != "keepalive_fix"})
+assert codes.count("policy-idle-exceeds-path-timeout") == 1
