@@ -29,7 +29,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from types import TracebackType
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from keepalive._exceptions import InvalidPolicy, KeepaliveError
 from keepalive._log import get_logger
@@ -299,6 +299,19 @@ def _same_socket(fd: int, inode: int) -> bool:
     return stat.S_ISSOCK(info.st_mode) and info.st_ino == inode
 
 
+_syscall_function: Any = None
+
+
+def _libc_syscall() -> Any:
+    """libc's ``syscall``, loaded on first use (``import keepalive`` stays free of ctypes)."""
+    global _syscall_function
+    if _syscall_function is None:
+        import ctypes
+
+        _syscall_function = ctypes.CDLL(None, use_errno=True).syscall
+    return _syscall_function
+
+
 class _Getfd:
     """pidfd_getfd(2) through libc's ``syscall``: a duplicate of another process's descriptor.
 
@@ -315,10 +328,8 @@ class _Getfd:
         if machine not in _PIDFD_GETFD_ARCHES or pidfd_open is None:
             self.error = f"pidfd_getfd is not available on this platform ({machine})"
             return
-        import ctypes  # only here: `import keepalive` stays cheap
-
         try:
-            self._syscall = ctypes.CDLL(None, use_errno=True).syscall
+            self._syscall = _libc_syscall()
         except (OSError, AttributeError) as exc:
             self.error = f"pidfd_getfd is not available: {exc}"
             return
@@ -427,6 +438,11 @@ def _judge(
 
 
 # ------------------------------------------------------------------------------------------------------- audit
+
+
+def _check_policy(policy: object) -> None:
+    if policy is not None and not isinstance(policy, Policy):
+        raise TypeError(f"policy must be a keepalive.Policy or None, got {type(policy).__name__}")
 
 
 def _require_proc() -> None:
@@ -714,6 +730,7 @@ def audit(
         ValueError: ``path_timeout`` is not a positive number.
     """
     _require_proc()
+    _check_policy(policy)
     timeout = _path_timeout(path_timeout)
     if policy is None:
         policy = resolve_default_policy()
@@ -914,6 +931,7 @@ def audit_in_background(
     """
     if isinstance(interval, bool) or not isinstance(interval, int | float) or not interval > 0:
         raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
+    _check_policy(policy)
     if path_timeout is not None:
         _path_timeout(path_timeout)
     handle = BackgroundAudit(float(interval), policy=policy, fix=fix, path_timeout=path_timeout, loopback=loopback)

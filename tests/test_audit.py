@@ -283,6 +283,13 @@ def test_bad_pid_is_a_value_error(bad: int) -> None:
         keepalive.audit(pid=bad)
 
 
+def test_policy_of_the_wrong_type_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="Policy"):
+        keepalive.audit("60,10,5")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="Policy"):
+        keepalive.audit_in_background(60, policy="60,10,5")  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("bad", [0, -5, True])
 def test_bad_path_timeout_is_a_value_error(bad: float) -> None:
     with pytest.raises(ValueError, match="path_timeout"):
