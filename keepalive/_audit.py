@@ -330,7 +330,7 @@ class _Getfd:
             return
         try:
             self._syscall = _libc_syscall()
-        except (OSError, AttributeError) as exc:
+        except (OSError, AttributeError, ImportError) as exc:
             self.error = f"pidfd_getfd is not available: {exc}"
             return
         try:

@@ -354,6 +354,7 @@ needs_root = pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
 def test_permission_denied_is_reported_with_exit_2(held: Held) -> None:
     """nobody may not read root's /proc/PID/fd: the CLI says so (JSON and text) instead of crashing."""
     parser = build_parser()  # imports every module now: nobody may not read root's stdlib under /root
+    keepalive.audit(pid=held.pid)  # ... including what the audit of another process loads on first use
 
     def cli() -> int:
         args = parser.parse_args(["audit", "--pid", str(held.pid), "--json"])
