@@ -75,6 +75,17 @@ _originals: dict[str, tuple[bool, Any]] = {}
 _hooks: dict[str, Callable[..., Any]] = {}
 
 
+def _after_fork_in_child() -> None:
+    """A fork while another thread held the lock (or was resolving the policy) must not leave the child stuck."""
+    global _lock, _resolving
+    _lock = threading.RLock()
+    _resolving = False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _resolve_first() -> Policy | None:
     """Resolve the policy on the first connection: runs the once-per-process runtime check (keepalive._runtime)."""
     global _policy, _default_idle, _resolving

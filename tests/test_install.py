@@ -440,3 +440,39 @@ def test_concurrent_first_connections_all_get_the_policy(echo: tuple[str, int]) 
         thread.join(30)
     assert len(results) == 16
     assert all(r["idle"] == POLICY.idle and r["keepalive"] == 1 for r in results)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_while_another_thread_holds_the_lock_does_not_hang_the_child(echo: tuple[str, int]) -> None:
+    """A child forked while another thread is inside install() (holding its lock) can still connect, with the
+    policy: the lock is renewed in the child."""
+    import warnings
+
+    keepalive.install(POLICY)
+    holding = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with _install._lock:
+            holding.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert holding.wait(10)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork() with threads
+            pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 1
+            try:
+                with socket.create_connection(echo, timeout=5) as sock:
+                    code = 0 if keepalive_options(sock) == expected_options(POLICY) else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        release.set()
+        thread.join(10)
