@@ -313,6 +313,12 @@ class _ApplyingListener(Listener[SocketStream]):
 
         await self._inner.serve(applying_handler, task_group)
 
+    async def accept(self) -> SocketStream:
+        """Accept one connection (like :meth:`anyio.abc.SocketListener.accept`) and set the policy on it."""
+        stream: SocketStream = await self._inner.accept()  # type: ignore[attr-defined]
+        _apply_options(stream.extra(SocketAttribute.raw_socket), self._policy)
+        return stream
+
     async def aclose(self) -> None:
         await self._inner.aclose()
 

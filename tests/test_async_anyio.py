@@ -316,6 +316,16 @@ async def test_create_tcp_listener_accepted_streams_carry_the_policy(
     assert seen == [expected_options(POLICY)]
 
 
+async def test_create_tcp_listener_accept_applies_where_not_inherited(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the per-connection path a listener's accept() also returns a stream that carries the policy."""
+    monkeypatch.setattr(keepalive.anyio, "_accepted_inherit", False)
+    listener = await keepalive.anyio.create_tcp_listener(local_host="127.0.0.1", policy=POLICY)
+    async with listener:
+        port = listener.extra(SocketAttribute.local_port)
+        async with await anyio.connect_tcp("127.0.0.1", port), await listener.listeners[0].accept() as stream:  # type: ignore[attr-defined]
+            assert keepalive_options(raw(stream)) == expected_options(POLICY)
+
+
 # -- packaging -----------------------------------------------------------------------------------------------
 
 
