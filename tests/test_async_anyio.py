@@ -155,6 +155,20 @@ async def test_policy_none_uses_the_default_policy(monkeypatch: pytest.MonkeyPat
             assert keepalive_options(raw(stream))["idle"] == 23
 
 
+async def test_the_first_connection_runs_the_runtime_check_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first connection through the wrapper runs the once-per-process node check; later ones do not."""
+    from keepalive import _runtime
+    from keepalive.checker import _runtime as checker_runtime
+
+    calls: list[object] = []
+    monkeypatch.setattr(checker_runtime, "run_once", lambda *args, **kwds: calls.append(args))
+    _runtime.reset()
+    with echo_server() as (host, port):
+        for _ in range(3):
+            await (await keepalive.anyio.connect_tcp(host, port, policy=POLICY)).aclose()
+    assert len(calls) == 1
+
+
 async def test_connection_refused_raises_what_anyio_raises() -> None:
     """A refused connection raises anyio's OSError('All connection attempts failed') from the refusal."""
     with refusing_port() as port:

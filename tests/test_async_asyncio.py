@@ -183,6 +183,23 @@ async def test_policy_none_uses_the_default_policy() -> None:
 
 
 @pytest.mark.asyncio
+async def test_the_first_connection_runs_the_runtime_check_once() -> None:
+    """The first connection through the wrapper runs the once-per-process node check; later ones do not."""
+    from keepalive import _runtime
+    from keepalive.checker import _runtime as checker_runtime
+
+    calls: list[object] = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(checker_runtime, "run_once", lambda *args, **kwds: calls.append(args))
+        _runtime.reset()
+        async with echo_server() as port:
+            for _ in range(3):
+                _, writer = await keepalive.asyncio.open_connection("127.0.0.1", port, policy=POLICY)
+                await close(writer)
+    assert len(calls) == 1
+
+
+@pytest.mark.asyncio
 async def test_connection_refused_raises_what_asyncio_raises() -> None:
     """A refused connection raises the same ConnectionRefusedError (type, errno, text) as asyncio's."""
     with refusing_port() as port:

@@ -112,6 +112,21 @@ async def test_policy_none_uses_the_default_policy(monkeypatch: pytest.MonkeyPat
 
 
 @pytest.mark.trio
+async def test_the_first_connection_runs_the_runtime_check_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first connection through the wrapper runs the once-per-process node check; later ones do not."""
+    from keepalive import _runtime
+    from keepalive.checker import _runtime as checker_runtime
+
+    calls: list[object] = []
+    monkeypatch.setattr(checker_runtime, "run_once", lambda *args, **kwds: calls.append(args))
+    _runtime.reset()
+    with echo_server() as (host, port):
+        for _ in range(3):
+            await (await keepalive.trio.open_tcp_stream(host, port, policy=POLICY)).aclose()
+    assert len(calls) == 1
+
+
+@pytest.mark.trio
 async def test_connection_refused_raises_what_trio_raises() -> None:
     """A refused connection raises trio's OSError('all attempts ... failed') from an ExceptionGroup."""
     with refusing_port() as port:
