@@ -93,6 +93,25 @@ def test_topology_is_isolated_from_the_root_namespace(lab: Lab) -> None:
 
 
 @pytest.mark.lab
+def test_lab_addresses_are_unreachable_from_the_root_namespace(lab: Lab) -> None:
+    """A client that forgets lab.inside() must fail on this machine, not send lab traffic out of the host."""
+    import socket
+
+    for address in (lab.vip, lab.backends[0], lab.client_address):
+        with socket.socket() as sock:
+            sock.settimeout(2)
+            with pytest.raises(OSError) as info:
+                sock.connect((address, 9))
+            assert not isinstance(info.value, TimeoutError), f"{address}: the packet left the machine"
+    routes = subprocess.run(["ip", "route", "show", "type", "blackhole"], check=True, capture_output=True, text=True)
+    for prefix in ("198.51.100.0/24", "203.0.113.0/24"):  # where lab clients connect to: the backends and the VIP
+        assert f"blackhole {prefix}" in routes.stdout
+    # 192.0.2.0/24 is blackholed too, unless the host itself lives there (then its own route is left alone).
+    connected = subprocess.run(["ip", "route", "show", "192.0.2.0/24"], check=True, capture_output=True, text=True)
+    assert "blackhole" in connected.stdout or "proto kernel" in connected.stdout
+
+
+@pytest.mark.lab
 @pytest.mark.slow
 def test_server_push_after_idle_is_lost_without_keepalive_and_arrives_with_it(
     lab: Lab, capsys: pytest.CaptureFixture[str]

@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from keepalive.lab import _netns
 
@@ -85,6 +85,10 @@ def _run(argv: Sequence[str], *, stdin: str | None = None, timeout: float = 30) 
         detail = (done.stderr or done.stdout).strip()
         raise LabError(f"{' '.join(argv)} exited {done.returncode}: {detail}")
     return done.stdout
+
+
+#: Routed to a blackhole in the root namespace while a lab is up (see ``Lab._guard_host``).
+HOST_GUARD_PREFIXES: Final = ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
 
 
 def parse_conntrack_stats(text: str) -> dict[str, int]:
@@ -225,6 +229,7 @@ class Lab:
         self.namespaces: dict[Role, str] = {role: f"{self.run_id}-{role}" for role in ROLES}
         self._handle_signals = handle_signals
         self._created: list[str] = []
+        self._guards: list[str] = []
         self._exposed: dict[int, tuple[str, ...]] = {}
         self._servers: list[LabServer] = []
         self._processes: list[subprocess.Popen[Any]] = []
@@ -254,6 +259,7 @@ class Lab:
         _LIVE.add(self)
         self._install_signal_handlers()
         try:
+            self._guard_host()
             self._build()
         except BaseException:
             self.close()
@@ -312,6 +318,35 @@ class Lab:
         if actual != str(self.conntrack_timeout):
             raise LabError(f"node namespace kept nf_conntrack_tcp_timeout_established={actual}")
 
+    def _guard_host(self) -> None:
+        """Blackhole the lab's documentation ranges in the root namespace while a lab is up.
+
+        A client that connects from the wrong namespace (a lazy client whose first command runs outside
+        ``lab.inside()``) would otherwise send lab traffic out through the host's default gateway. With these
+        routes it fails at once with "Network is unreachable" and nothing leaves the machine. The ranges
+        (RFC 5737) are never routed on the internet, so the routes change nothing else.
+        """
+        for prefix in HOST_GUARD_PREFIXES:
+            try:
+                _run(["ip", "route", "add", "blackhole", prefix])
+            except LabError as exc:
+                if "File exists" not in str(exc):
+                    raise
+                continue  # another lab (or the operator) already guards it: leave that route alone
+            self._guards.append(prefix)
+
+    def _unguard_host(self) -> None:
+        """Remove the guard routes this lab added, unless another lab is still up on this machine."""
+        others = [name for name in lab_namespaces() if not name.startswith(self.run_id)]
+        if others:
+            return
+        for prefix in self._guards:
+            try:
+                _run(["ip", "route", "del", "blackhole", prefix])
+            except LabError:
+                pass
+        self._guards.clear()
+
     def _ip_batch(self, name: str, commands: Sequence[str]) -> None:
         _run(["ip", "-n", name, "-batch", "-"], stdin="\n".join(commands) + "\n")
 
@@ -338,6 +373,7 @@ class Lab:
             except LabError as exc:
                 failures.append(str(exc))
         self._created.clear()
+        self._unguard_host()
         self._restore_signal_handlers()
         _LIVE.discard(self)
         if failures:
