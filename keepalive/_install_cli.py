@@ -1,11 +1,10 @@
-"""Run a Python program with keepalive on every TCP connection it makes, without changing its code.
+"""Run a program with keepalive on every TCP connection its Python processes make, without changing its code.
 
-``keepalive run [--policy SPEC | --path-timeout SECONDS] -- COMMAND [ARGS...]`` sets ``KEEPALIVE_AUTO=1`` (and
-the policy's ``KEEPALIVE_*`` variables) and replaces itself with COMMAND. Every Python interpreter that COMMAND
-starts and that has tcp-keepalive installed then calls ``keepalive.install()`` at start-up (through the
-``tcp_keepalive_auto.pth`` hook), child processes included. Without a policy option the program uses the
-process default: the ``KEEPALIVE_*`` variables already set, else the checker's path timeout, else the built-in
-policy. Exit status: COMMAND's, 2 for a usage error, 126/127 when COMMAND cannot be run.
+Sets KEEPALIVE_AUTO=1 (and, with --policy or --path-timeout, the KEEPALIVE_* timings) and replaces itself with
+COMMAND. Every Python interpreter that COMMAND starts and that has tcp-keepalive installed then calls
+keepalive.install() at start-up through the tcp_keepalive_auto.pth hook, child processes included. Without a
+policy option the process default applies: the KEEPALIVE_* variables already set, else the checker's path
+timeout, else the built-in policy. Exit status: COMMAND's; 2 for a usage error; 126/127 when COMMAND cannot run.
 """
 
 from __future__ import annotations
