@@ -1,10 +1,11 @@
 """Audit: the TCP connections of this (or another) process and whether their keepalive fits the path.
 
-Linux only: it reads ``/proc/<pid>/fd`` (``socket:[inode]`` links) and ``/proc/<pid>/net/tcp`` and ``tcp6``
-(one row per socket of the process's network namespace; matched by inode), then reads each socket's options with
-``getsockopt`` on a *duplicate* of its descriptor (``os.dup`` for this process, ``pidfd_getfd(2)`` for another
-one). Socket options live on the socket, not on the descriptor, so the duplicate sees (and, with ``fix=True``,
-changes) the same socket; closing the duplicate never closes the original.
+Linux only. ``/proc/<pid>/fd`` lists the process's sockets (``socket:[inode]`` links); each is read through a
+*duplicate* of its descriptor (``os.dup`` for this process, ``pidfd_getfd(2)`` for another one): address, TCP
+state (``TCP_INFO``) and the keepalive options with ``getsockopt``. Socket options live on the socket, not on the
+descriptor, so the duplicate sees (and, with ``fix=True``, changes) the same socket; closing the duplicate never
+closes the original. Where another process's descriptors cannot be duplicated, ``/proc/<pid>/net/tcp`` and
+``tcp6`` (the whole network namespace, matched by inode) still tell whether the kernel runs a keepalive timer.
 
 Verdicts (:data:`Verdict`), against the path timeout ``T`` (the checker's, or the one given):
 
@@ -103,7 +104,8 @@ class SocketState:
         inode: the socket's inode (``socket:[inode]`` in ``/proc/<pid>/fd``).
         family: ``"ipv4"`` or ``"ipv6"``.
         local: local address, ``"ip:port"`` (IPv6: ``"[ip]:port"``).
-        remote: remote address, same format; ``"0.0.0.0:0"`` / ``"[::]:0"`` for a listener.
+        remote: remote address, same format; ``"0.0.0.0:0"`` / ``"[::]:0"`` for a listener or an unconnected
+            socket.
         state: the kernel's TCP state name (``"ESTABLISHED"``, ``"LISTEN"``, ``"CLOSE_WAIT"``, ...).
         keepalive: SO_KEEPALIVE on or off.
         idle: TCP_KEEPIDLE in seconds (the effective value: the ``tcp_keepalive_time`` sysctl when not set).

@@ -134,7 +134,7 @@ def _print_text(
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    for row in rows:
+    for row in rows if connections else []:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(), file=out)
     for c in connections:
         if c.verdict != "ok" and c.state == "ESTABLISHED":
