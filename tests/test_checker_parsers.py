@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from keepalive.checker._kubeproxy import parse_kube_proxy
 from keepalive.checker._middleboxes import parse_middleboxes
 from keepalive.checker._parse import decode_text, parse_duration, parse_int, parse_nf_stat
-from tests.checker_support import NF_HEADER, nf_stat_text
+from tests.checker_support import NF_HEADER, NODE_SYSCTLS, nf_stat_text
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -125,3 +125,36 @@ def test_parse_kube_proxy_never_raises_on_structures(document: object) -> None:
 def test_parse_middleboxes_never_raises(text: str) -> None:
     known, unknown = parse_middleboxes(text)
     assert not set(known) & set(unknown)
+
+
+proc_bytes = st.one_of(
+    st.binary(max_size=64),
+    st.integers(min_value=-(2**70), max_value=2**70).map(lambda n: f"{n}\n".encode()),
+    st.text(max_size=30).map(str.encode),
+)
+
+
+@given(
+    st.dictionaries(st.sampled_from(sorted(NODE_SYSCTLS)), proc_bytes),
+    st.binary(max_size=300) | st.text(max_size=300).map(str.encode),
+)
+@settings(max_examples=60, deadline=None)
+def test_check_on_random_proc_trees_never_raises_and_always_renders(sysctls: dict[str, bytes], stat: bytes) -> None:
+    """Whatever the files hold, check() returns a report that renders as text, JSON and Prometheus."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import keepalive
+    from tests.checker_support import make_proc
+
+    root = Path(tempfile.mkdtemp(prefix="keepalive-fuzz-"))
+    try:
+        make_proc(root, dict(sysctls), nf_stat=stat)
+        report = keepalive.check(proc_root=root, policy=keepalive.Policy(), sample=0.001)
+        assert report.exit_code in {0, 1, 2}
+        json.loads(report.to_json())
+        assert report.to_text()
+        assert report.to_prometheus().endswith("\n")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
