@@ -230,6 +230,7 @@ def test_conntrack_not_loaded_is_one_info(tmp_path: Path) -> None:
         (b"\x00\x01\x02", "binary"),
         (b"\xff\xfe\n", "not UTF-8"),
         (b"1 2\n", "expected one integer"),
+        (b"-5\n", "negative"),
         (b"9" * 400 + b"\n", "too large"),
     ],
 )

@@ -142,6 +142,8 @@ def read_sysctl(proc_root: str | Path, name: str, unit: str = "") -> Source:
     if text is None:
         return Source(name, None, str(path), unit, reason=reason)
     value, reason = parse_int(text)
+    if value is not None and value < 0:
+        return Source(name, None, str(path), unit, reason=f"negative value {value}: none of these can be negative")
     return Source(name, value, str(path), unit, reason=reason)
 
 
