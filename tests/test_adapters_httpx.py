@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -116,14 +117,14 @@ def test_transport_default_policy_from_environment(monkeypatch: pytest.MonkeyPat
 def test_plain_httpx_http_proxy_drops_socket_options(origin: OriginServer, proxy: ProxyServer) -> None:
     """The gap the adapter closes: httpcore's HTTPProxy never hands socket_options to its connections."""
     options = keepalive.socket_options(POLICY)
-    with httpx.Client(transport=httpx.HTTPTransport(proxy=proxy.url, socket_options=options)) as client:
+    with httpx.Client(transport=httpx.HTTPTransport(proxy=httpx.Proxy(proxy.url), socket_options=options)) as client:
         get_port(client, origin.url)
         assert keepalive_off(proxy.client_ports[0])
 
 
 def test_http_proxy_forwarding(origin: OriginServer, proxy: ProxyServer) -> None:
     """Through an HTTP proxy: the socket to the proxy carries the policy, also when reused."""
-    with httpx.Client(transport=ka_httpx.HTTPTransport(policy=POLICY, proxy=proxy.url)) as client:
+    with httpx.Client(transport=ka_httpx.HTTPTransport(policy=POLICY, proxy=httpx.Proxy(proxy.url))) as client:
         get_port(client, origin.url)
         get_port(client, origin.url)
         assert len(proxy.client_ports) == 1
@@ -144,16 +145,20 @@ def test_plain_httpx_socks_path_drops_socket_options(origin: OriginServer, socks
     """The gap the adapter closes: httpx's own transport ignores socket_options on the SOCKS path."""
     pytest.importorskip("socksio")
     options = keepalive.socket_options(POLICY)
-    with httpx.Client(transport=httpx.HTTPTransport(proxy=socks.url(), socket_options=options)) as client:
+    with httpx.Client(transport=httpx.HTTPTransport(proxy=httpx.Proxy(socks.url()), socket_options=options)) as client:
         get_port(client, origin.url)
         assert keepalive_off(socks.client_ports[0])
 
 
 @pytest.mark.parametrize("scheme", ["socks5", "socks5h"])
 def test_socks_proxy_applied_after_connect(origin: OriginServer, socks: SocksServer, scheme: str) -> None:
-    """SOCKS: the transport applies the policy after the first response; the reused connection keeps it."""
+    """SOCKS: the transport applies the policy right after connect; the reused connection keeps it."""
     pytest.importorskip("socksio")
-    with httpx.Client(transport=ka_httpx.HTTPTransport(policy=POLICY, proxy=socks.url(scheme))) as client:
+    try:
+        httpx.Proxy(socks.url(scheme))
+    except ValueError:
+        pytest.skip(f"httpx {httpx.__version__} has no {scheme} proxies")
+    with httpx.Client(transport=ka_httpx.HTTPTransport(policy=POLICY, proxy=httpx.Proxy(socks.url(scheme)))) as client:
         get_port(client, origin.url)
         assert_applied(socks.client_ports[0])
         get_port(client, origin.url)
@@ -162,19 +167,38 @@ def test_socks_proxy_applied_after_connect(origin: OriginServer, socks: SocksSer
 
 
 def test_proxy_policy_applied_before_request_is_sent(origin: OriginServer, socks: SocksServer) -> None:
-    """The policy is on the socket right after the TCP connect (trace hook), and the caller's trace still runs."""
+    """The policy is on the socket as soon as the TCP connect completes (trace hook); the caller's trace still runs."""
     pytest.importorskip("socksio")
-    seen: dict[str, int] = {}
+    seen: list[int] = []
 
-    def trace(name: str, info: dict[str, object]) -> None:
-        if name == "http11.send_request_headers.started":
-            with socket_for_local_port(socks.client_ports[0]) as sock:
-                seen["keepalive"] = sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
-                seen["idle"] = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)
+    def trace(name: str, info: dict[str, Any]) -> None:
+        if name.endswith("connect_tcp.complete"):  # before the SOCKS handshake and the request
+            sock = info["return_value"].get_extra_info("socket")
+            seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE))
 
-    with httpx.Client(transport=ka_httpx.HTTPTransport(policy=POLICY, proxy=socks.url())) as client:
+    with httpx.Client(transport=ka_httpx.HTTPTransport(policy=POLICY, proxy=httpx.Proxy(socks.url()))) as client:
         client.get(origin.url, extensions={"trace": trace}).raise_for_status()
-    assert seen == {"keepalive": 1, "idle": POLICY.idle}
+    assert seen == [POLICY.idle]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"], indirect=True)
+@pytest.mark.anyio
+async def test_async_policy_applied_before_request_is_sent(origin: OriginServer, proxy: ProxyServer) -> None:
+    """Async: the caller's async trace callback sees every event, and the policy is on right after connect."""
+    names: list[str] = []
+    seen: list[int] = []
+
+    async def trace(name: str, info: dict[str, Any]) -> None:
+        names.append(name)
+        if name.endswith("connect_tcp.complete"):
+            sock = info["return_value"].get_extra_info("socket")
+            seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE))
+
+    transport = ka_httpx.AsyncHTTPTransport(policy=POLICY, proxy=httpx.Proxy(proxy.url))
+    async with httpx.AsyncClient(transport=transport) as client:
+        (await client.get(origin.url, extensions={"trace": trace})).raise_for_status()
+    assert "http11.send_request_headers.started" in names
+    assert seen == [POLICY.idle]
 
 
 def test_proxy_fallback_applies_after_response_when_trace_events_change(
@@ -182,7 +206,7 @@ def test_proxy_fallback_applies_after_response_when_trace_events_change(
 ) -> None:
     """Should httpcore rename its trace events, the network_stream response extension still applies the policy."""
     monkeypatch.setattr(ka_httpx, "_CONNECTED", ".no-such-event")
-    with httpx.Client(transport=ka_httpx.HTTPTransport(policy=POLICY, proxy=proxy.url)) as client:
+    with httpx.Client(transport=ka_httpx.HTTPTransport(policy=POLICY, proxy=httpx.Proxy(proxy.url))) as client:
         get_port(client, origin.url)
         assert_applied(proxy.client_ports[0])
 
@@ -208,7 +232,7 @@ async def test_async_transport_applies_policy_on_direct_and_reused_connection(or
 @pytest.mark.anyio
 async def test_async_https_through_connect_tunnel(tls_origin: OriginServer, proxy: ProxyServer) -> None:
     """Async HTTPS through a CONNECT proxy: the tunnel's socket carries the policy, also when reused."""
-    transport = ka_httpx.AsyncHTTPTransport(policy=POLICY, proxy=proxy.url, verify=client_ssl_context())
+    transport = ka_httpx.AsyncHTTPTransport(policy=POLICY, proxy=httpx.Proxy(proxy.url), verify=client_ssl_context())
     async with httpx.AsyncClient(transport=transport) as client:
         first = await aget_port(client, tls_origin.url)
         assert await aget_port(client, tls_origin.url) == first
@@ -218,29 +242,10 @@ async def test_async_https_through_connect_tunnel(tls_origin: OriginServer, prox
 
 @BACKENDS
 @pytest.mark.anyio
-async def test_async_trace_hook_keeps_callers_async_trace(origin: OriginServer, proxy: ProxyServer) -> None:
-    """Async: the caller's async trace callback still sees every event, and the policy is on before the request."""
-    names: list[str] = []
-    keepalive_at_send: list[int] = []
-
-    async def trace(name: str, info: dict[str, object]) -> None:
-        names.append(name)
-        if name == "http11.send_request_headers.started":
-            with socket_for_local_port(proxy.client_ports[0]) as sock:
-                keepalive_at_send.append(sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE))
-
-    async with httpx.AsyncClient(transport=ka_httpx.AsyncHTTPTransport(policy=POLICY, proxy=proxy.url)) as client:
-        (await client.get(origin.url, extensions={"trace": trace})).raise_for_status()
-    assert "connection.connect_tcp.complete" in names
-    assert keepalive_at_send == [1]
-
-
-@BACKENDS
-@pytest.mark.anyio
 async def test_async_socks_proxy_applied_after_connect(origin: OriginServer, socks: SocksServer) -> None:
     """Async SOCKS (asyncio and trio): the policy is applied after the first response and kept on reuse."""
     pytest.importorskip("socksio")
-    transport = ka_httpx.AsyncHTTPTransport(policy=POLICY, proxy=socks.url())
+    transport = ka_httpx.AsyncHTTPTransport(policy=POLICY, proxy=httpx.Proxy(socks.url()))
     async with httpx.AsyncClient(transport=transport) as client:
         await aget_port(client, origin.url)
         await aget_port(client, origin.url)

@@ -10,7 +10,7 @@ import pytest
 import keepalive
 from keepalive import Policy
 from tests.helpers import LINUX, assert_policy_applied, socket_for_local_port
-from tests.http_servers import OriginServer, ProxyServer, SocksServer, client_ssl_context, serving
+from tests.http_servers import CA_FILE, OriginServer, ProxyServer, SocksServer, serving
 
 urllib3 = pytest.importorskip("urllib3")
 ka_urllib3 = pytest.importorskip("keepalive.adapters.urllib3")
@@ -122,7 +122,7 @@ def test_proxy_manager_forwarding_applies_policy(origin: OriginServer, proxy: Pr
 
 def test_proxy_manager_connect_tunnel_applies_policy(tls_origin: OriginServer, proxy: ProxyServer) -> None:
     """HTTPS through a CONNECT tunnel: the tunnel's socket carries the policy, also when reused."""
-    with ka_urllib3.ProxyManager(proxy.url, policy=POLICY, ssl_context=client_ssl_context()) as http:
+    with ka_urllib3.ProxyManager(proxy.url, policy=POLICY, ca_certs=str(CA_FILE)) as http:
         first = get_port(http, tls_origin.url)
         assert get_port(http, tls_origin.url) == first
         assert len(proxy.client_ports) == 1

@@ -21,11 +21,13 @@ without the policy, and a client given ``transport=`` ignores the proxy environm
 
 from __future__ import annotations
 
+import re
 import typing
 import weakref
 from collections.abc import Awaitable, Callable
 
 try:
+    import httpcore
     import httpx
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("keepalive.adapters.httpx needs httpx: pip install 'tcp-keepalive[httpx]'") from exc
@@ -39,6 +41,16 @@ if typing.TYPE_CHECKING:
 __all__ = ["AsyncHTTPTransport", "HTTPTransport"]
 
 _CONNECTED = ".connect_tcp.complete"  # httpcore's trace event once a TCP connection (to origin or proxy) is up
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """``"1.0.3rc1"`` -> ``(1, 0, 3)``."""
+    return tuple(int(m.group()) if (m := re.match(r"\d+", part)) else 0 for part in text.split(".")[:3])
+
+
+# Before httpcore 1.0.3 (encode/httpcore#849) the async SOCKS path called the trace callback synchronously and
+# raised TypeError for an async one; there the transport relies on the network_stream fallback alone.
+_ASYNC_SOCKS_TRACE = _version(httpcore.__version__) >= (1, 0, 3)
 
 _Trace = Callable[[str, dict[str, typing.Any]], None]
 _AsyncTrace = Callable[[str, dict[str, typing.Any]], Awaitable[None]]
@@ -100,6 +112,13 @@ def _transport_kwargs(
     return kwargs, None if kwargs.get("proxy") is None else _AfterConnect(policy)
 
 
+def _is_socks(proxy: object) -> bool:
+    if proxy is None:
+        return False
+    url = proxy.url if isinstance(proxy, httpx.Proxy) else httpx.URL(str(proxy))
+    return url.scheme.startswith("socks")
+
+
 class HTTPTransport(httpx.HTTPTransport):
     """``httpx.HTTPTransport`` whose connections get ``policy`` (default: the default policy).
 
@@ -137,6 +156,7 @@ class AsyncHTTPTransport(httpx.AsyncHTTPTransport):
     def __init__(self, *, policy: Policy | None = None, **kwargs: typing.Any) -> None:
         self.policy: Policy = resolve(policy)
         kwargs, self._after_connect = _transport_kwargs(self.policy, kwargs)
+        self._trace = _ASYNC_SOCKS_TRACE or not _is_socks(kwargs.get("proxy"))
         super().__init__(**kwargs)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -144,6 +164,10 @@ class AsyncHTTPTransport(httpx.AsyncHTTPTransport):
         hook = self._after_connect
         if hook is None:
             return await super().handle_async_request(request)
+        if not self._trace:
+            response = await super().handle_async_request(request)
+            hook.response(response)
+            return response
         extensions = request.extensions
         request.extensions = {**extensions, "trace": hook.async_trace(extensions.get("trace"))}
         try:
