@@ -211,3 +211,32 @@ def test_fresh_virtualenv_pip_install_then_keepalive_check(tmp_path: Path) -> No
         [python, "-m", "pip", "list", "--format", "json"], capture_output=True, text=True, check=True
     ).stdout
     assert {p["name"].lower() for p in json.loads(listed)} <= {"pip", "setuptools", "tcp-keepalive"}
+
+
+def test_every_with_json_prints_one_object_per_line(tmp_path: Path) -> None:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("KEEPALIVE_")}
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "keepalive",
+            "check",
+            "--proc-root",
+            str(make_proc(tmp_path)),
+            "--every",
+            "0.1",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=environment,
+        cwd=ROOT,
+    )
+    assert child.stdout is not None
+    lines = [child.stdout.readline(), child.stdout.readline()]
+    child.send_signal(signal.SIGTERM)
+    child.communicate(timeout=30)
+    assert child.returncode == 0
+    for line in lines:
+        assert json.loads(line)["path_timeout"] == 86400

@@ -196,7 +196,9 @@ def check(
             ``KEEPALIVE_KUBE_PROXY_CONFIG``.
         kube_proxy_url: kube-proxy's ``/configz`` URL; loopback only (``http://127.0.0.1:10249/configz``).
         sample: seconds to watch the conntrack counters (read twice) and report rates; 0 = one read.
-        environ: the environment to take defaults from (default ``os.environ``).
+        environ: where ``KEEPALIVE_PROC_ROOT``, ``KEEPALIVE_MIDDLEBOX``, ``KEEPALIVE_PATH_TIMEOUT`` and
+            ``KEEPALIVE_KUBE_PROXY_CONFIG`` are read (default ``os.environ``). The default policy always follows
+            the process's own environment, like :func:`keepalive.default_policy`.
 
     Raises:
         ValueError: an argument is invalid: an unknown middlebox name, a non-loopback ``kube_proxy_url``,

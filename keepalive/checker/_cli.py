@@ -138,9 +138,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _render(report: Report, fmt: str) -> str:
+def _render(report: Report, fmt: str, *, one_line: bool = False) -> str:
     if fmt == "json":
-        return report.to_json() + "\n"
+        return report.to_json(indent=None if one_line else 2) + "\n"
     if fmt == "prometheus":
         return report.to_prometheus()
     return report.to_text()
@@ -162,7 +162,7 @@ def _round(args: argparse.Namespace, fmt: str) -> int:
         kube_proxy_url=args.kube_proxy_url,
         sample=args.sample,
     )
-    sys.stdout.write(_render(report, fmt))
+    sys.stdout.write(_render(report, fmt, one_line=bool(args.every)))  # --every --json: one JSON object a line
     sys.stdout.flush()
     code = report.exit_code
     if args.textfile:
