@@ -27,7 +27,7 @@ import stat
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any, Final, Literal
@@ -186,16 +186,22 @@ def _address(hex_address: str) -> str:
     return f"[{socket.inet_ntop(socket.AF_INET6, raw)}]:{number}"
 
 
-def _parse_table(text: str, family: str) -> Iterator[_Row]:
-    """The rows of a /proc/net/tcp-style table. Malformed lines are skipped."""
+def _parse_table(text: str, family: str, inodes: Container[int] | None = None) -> Iterator[_Row]:
+    """The rows of a /proc/net/tcp-style table (only those whose inode is in ``inodes``, if given).
+
+    Malformed lines are skipped. Rows with inode 0 (TIME_WAIT, request sockets: no descriptor) are skipped too.
+    """
     for line in text.splitlines()[1:]:
-        fields = line.split()
+        fields = line.split(None, 10)
         if len(fields) < 10:
             continue
         try:
+            inode = int(fields[9])
+            if not inode or (inodes is not None and inode not in inodes):
+                continue
             timer, _, when = fields[5].partition(":")
             yield _Row(
-                inode=int(fields[9]),
+                inode=inode,
                 family=family,
                 local=_address(fields[1]),
                 remote=_address(fields[2]),
@@ -208,7 +214,7 @@ def _parse_table(text: str, family: str) -> Iterator[_Row]:
             continue
 
 
-def _read_tables(proc: str) -> dict[int, _Row]:
+def _read_tables(proc: str, inodes: Container[int] | None = None) -> dict[int, _Row]:
     """inode -> row, from ``<proc>/net/tcp`` and ``tcp6``. A missing tcp6 (IPv6 disabled) is fine."""
     rows: dict[int, _Row] = {}
     for name, family in (("tcp", "ipv4"), ("tcp6", "ipv6")):
@@ -219,9 +225,8 @@ def _read_tables(proc: str) -> dict[int, _Row]:
             if name == "tcp6" and os.path.isdir(proc):
                 continue
             raise
-        for row in _parse_table(text, family):
-            if row.inode:  # 0: a TIME_WAIT or request socket, which has no descriptor
-                rows[row.inode] = row
+        for row in _parse_table(text, family, inodes):
+            rows[row.inode] = row
     return rows
 
 
@@ -630,7 +635,7 @@ def _other(pid: int, policy: Policy, path_timeout: float | None) -> list[SocketS
                     continue
                 if rows is None:
                     try:
-                        rows = _read_tables(proc)
+                        rows = _read_tables(proc, set(fds.values()))
                     except (FileNotFoundError, ProcessLookupError):
                         raise _ProcessGone from None
                 row = rows.get(inode)

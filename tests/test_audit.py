@@ -316,6 +316,7 @@ def test_proc_net_tcp_rows_are_decoded() -> None:
     )
     rows = list(_audit._parse_table(text, "ipv4"))
     assert [r.inode for r in rows] == [4242, 4243]
+    assert [r.inode for r in _audit._parse_table(text, "ipv4", {4243})] == [4243]
     first = rows[0]
     assert (first.local, first.remote, first.state) == ("127.0.0.1:8080", "10.0.0.2:54321", "ESTABLISHED")
     assert (first.timer, first.timer_remaining, first.uid) == ("keepalive", 30.0, 1000)

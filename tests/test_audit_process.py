@@ -198,14 +198,14 @@ def test_process_that_exits_mid_scan_is_process_lookup_error(
     """Killed after its descriptors were listed (pidfd_getfd path), or before its tables are read (timer path)."""
     real = getattr(_audit, stage)
 
-    def kill_then(proc: str) -> Any:
+    def kill_then(proc: str, *more: Any) -> Any:
         result = real(proc) if stage == "_socket_fds" else None
         held.proc.kill()
         if reap:
             held.proc.wait()
         else:  # dead but not yet waited for: /proc/PID still exists
             os.waitid(os.P_PID, held.pid, os.WEXITED | os.WNOWAIT)
-        return result if stage == "_socket_fds" else real(proc)
+        return result if stage == "_socket_fds" else real(proc, *more)
 
     monkeypatch.setattr(_audit, stage, kill_then)
     if stage == "_read_tables":
