@@ -35,6 +35,7 @@ from typing import Any, Final, Literal
 from keepalive._exceptions import InvalidPolicy, KeepaliveError
 from keepalive._log import get_logger
 from keepalive._policy import BUILTIN_POLICY, Policy, _detected_path_timeout, resolve_default_policy
+from keepalive._socket import apply
 
 __all__ = ["BackgroundAudit", "SocketState", "Verdict", "audit", "audit_in_background"]
 
@@ -875,8 +876,6 @@ class BackgroundAudit:
                 extra=extra,
             )
             return
-        from keepalive._socket import apply
-
         applied = apply(sock, policy)
         if applied.ok:
             outcome = f"applied {policy}"
