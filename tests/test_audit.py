@@ -328,3 +328,36 @@ def test_ipv6_addresses_are_decoded_word_by_word() -> None:
     assert _audit._address("00000000000000000000000001000000:1F90") == "[::1]:8080"
     assert _audit._address("0000000000000000FFFF00000100007F:0050") == "[::ffff:127.0.0.1]:80"
     assert _audit._address("B80D0120000000000000000001000000:01BB") == "[2001:db8::1]:443"
+
+
+def test_audit_survives_sockets_opening_and_closing_in_other_threads(listener: socket.socket) -> None:
+    """Descriptors close, get reused, change family under the audit's feet: it never raises and leaks nothing."""
+    import threading
+
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def churn() -> None:
+        while not stop.is_set():
+            try:
+                client = socket.create_connection(listener.getsockname())
+                server, _ = listener.accept()
+                udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                client.close()
+                udp.close()
+                server.close()
+            except OSError as exc:  # pragma: no cover - would be a test-machine problem
+                failures.append(exc)
+                return
+
+    thread = threading.Thread(target=churn)
+    fds_before = len(os.listdir("/proc/self/fd"))
+    thread.start()
+    try:
+        for _ in range(300):
+            keepalive.audit(path_timeout=240)
+    finally:
+        stop.set()
+        thread.join()
+    assert not failures
+    assert len(os.listdir("/proc/self/fd")) == fds_before
