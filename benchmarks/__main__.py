@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import _clients, _detection, _idle, _memory, _micro
+from benchmarks import _audit, _clients, _detection, _idle, _memory, _micro
 from benchmarks._common import Result, machine
 
 SECTIONS: dict[str, Callable[[str], list[Result]]] = {
@@ -21,6 +21,7 @@ SECTIONS: dict[str, Callable[[str], list[Result]]] = {
     "idle": _idle.run,
     "detection": _detection.run,
     "memory": _memory.run,
+    "audit": _audit.run,
 }
 
 

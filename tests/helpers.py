@@ -83,7 +83,9 @@ def socket_for_local_port(port: int) -> socket.socket:
         except OSError:
             continue
         if target.startswith("socket:[") and int(target[8:-1]) in inodes:
-            return socket.socket(fileno=os.dup(int(fd_name)))
+            # SOCK_NONBLOCK: wrapping must not flip the shared file description to non-blocking (it would, were
+            # socket.setdefaulttimeout() set), which would change the client's own socket under it.
+            return socket.socket(type=socket.SOCK_STREAM | socket.SOCK_NONBLOCK, fileno=os.dup(int(fd_name)))
     raise AssertionError(f"no fd of this process holds the connection with local port {port}")
 
 
