@@ -201,6 +201,25 @@ async def test_async_policy_applied_before_request_is_sent(origin: OriginServer,
     assert seen == [POLICY.idle]
 
 
+def test_proxy_connection_gets_the_policy_once(
+    monkeypatch: pytest.MonkeyPatch, tls_origin: OriginServer, proxy: ProxyServer
+) -> None:
+    """One apply() per proxied connection: not again for the TLS stream wrapping it, nor for a reused connection."""
+    calls: list[object] = []
+    real_apply = keepalive.apply
+
+    def counting_apply(sock: Any, policy: Policy | None = None, **kwargs: Any) -> keepalive.Applied:
+        calls.append(sock)
+        return real_apply(sock, policy, **kwargs)
+
+    monkeypatch.setattr(keepalive, "apply", counting_apply)
+    transport = ka_httpx.HTTPTransport(policy=POLICY, proxy=httpx.Proxy(proxy.url), verify=client_ssl_context())
+    with httpx.Client(transport=transport) as client:
+        get_port(client, tls_origin.url)
+        get_port(client, tls_origin.url)
+    assert len(calls) == 1
+
+
 def test_proxy_fallback_applies_after_response_when_trace_events_change(
     monkeypatch: pytest.MonkeyPatch, origin: OriginServer, proxy: ProxyServer
 ) -> None:

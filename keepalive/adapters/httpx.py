@@ -63,7 +63,8 @@ class _AfterConnect:
         self._policy = policy
         self._done: weakref.WeakSet[typing.Any] = weakref.WeakSet()
 
-    def stream(self, stream: typing.Any) -> None:
+    def stream(self, stream: typing.Any, *, apply: bool = True) -> None:
+        """Apply the policy to the stream's socket unless done before; ``apply=False`` only remembers it."""
         sock = None if stream is None else stream.get_extra_info("socket")
         if sock is None:
             return
@@ -73,25 +74,33 @@ class _AfterConnect:
             self._done.add(sock)
         except TypeError:  # not weak-referenceable: apply again on each response, still correct
             pass
-        # Any socket httpcore's backends expose (socket.socket, ssl.SSLSocket, trio's socket) has setsockopt.
-        keepalive.apply(sock, self._policy)
+        if apply:
+            # Any socket httpcore's backends expose (socket.socket, ssl.SSLSocket, trio's socket) has setsockopt.
+            keepalive.apply(sock, self._policy)
 
-    def response(self, response: httpx.Response) -> None:
-        self.stream(response.extensions.get("network_stream"))
+    def response(self, response: httpx.Response, *, connected: bool) -> None:
+        """After a response: the fallback, unless this request's trace hook already applied the policy.
 
-    def trace(self, user_trace: _Trace | None) -> _Trace:
+        The response's stream may wrap the connected one (TLS), so its socket object can differ: remember it
+        so that later responses on the same connection skip it.
+        """
+        self.stream(response.extensions.get("network_stream"), apply=not connected)
+
+    def trace(self, user_trace: _Trace | None, connected: list[bool]) -> _Trace:
         def trace(name: str, info: dict[str, typing.Any]) -> None:
             if name.endswith(_CONNECTED):
                 self.stream(info.get("return_value"))
+                connected.append(True)
             if user_trace is not None:
                 user_trace(name, info)
 
         return trace
 
-    def async_trace(self, user_trace: _AsyncTrace | None) -> _AsyncTrace:
+    def async_trace(self, user_trace: _AsyncTrace | None, connected: list[bool]) -> _AsyncTrace:
         async def trace(name: str, info: dict[str, typing.Any]) -> None:
             if name.endswith(_CONNECTED):
                 self.stream(info.get("return_value"))
+                connected.append(True)
             if user_trace is not None:
                 await user_trace(name, info)
 
@@ -137,12 +146,13 @@ class HTTPTransport(httpx.HTTPTransport):
         if hook is None:
             return super().handle_request(request)
         extensions = request.extensions
-        request.extensions = {**extensions, "trace": hook.trace(extensions.get("trace"))}
+        connected: list[bool] = []
+        request.extensions = {**extensions, "trace": hook.trace(extensions.get("trace"), connected)}
         try:
             response = super().handle_request(request)
         finally:
             request.extensions = extensions
-        hook.response(response)
+        hook.response(response, connected=bool(connected))
         return response
 
 
@@ -164,15 +174,16 @@ class AsyncHTTPTransport(httpx.AsyncHTTPTransport):
         hook = self._after_connect
         if hook is None:
             return await super().handle_async_request(request)
+        connected: list[bool] = []
         if not self._trace:
             response = await super().handle_async_request(request)
-            hook.response(response)
+            hook.response(response, connected=False)
             return response
         extensions = request.extensions
-        request.extensions = {**extensions, "trace": hook.async_trace(extensions.get("trace"))}
+        request.extensions = {**extensions, "trace": hook.async_trace(extensions.get("trace"), connected)}
         try:
             response = await super().handle_async_request(request)
         finally:
             request.extensions = extensions
-        hook.response(response)
+        hook.response(response, connected=bool(connected))
         return response
