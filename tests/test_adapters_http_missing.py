@@ -48,3 +48,28 @@ def test_socks_without_pysocks_names_the_package(monkeypatch: pytest.MonkeyPatch
         pytest.raises(ImportError, match=r"urllib3\[socks\]"),
     ):
         ka_urllib3.socks_proxy_manager("socks5://127.0.0.1:1")
+
+
+def test_first_adapter_runs_the_runtime_check_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Making the first pool, adapter, transport or factory runs the once-per-process check; later ones don't."""
+    for name in ("urllib3", "requests", "httpx", "aiohttp"):
+        pytest.importorskip(name)
+    import keepalive.adapters.aiohttp
+    import keepalive.adapters.httpx
+    import keepalive.adapters.requests
+    import keepalive.adapters.urllib3
+    from keepalive.checker import _runtime as checker_runtime
+
+    calls: list[object] = []
+    monkeypatch.setattr(checker_runtime, "run_once", lambda *args, **kwargs: calls.append(args))
+    makers = [
+        keepalive.adapters.urllib3.PoolManager,
+        keepalive.adapters.requests.HTTPAdapter,
+        keepalive.adapters.httpx.HTTPTransport,
+        keepalive.adapters.aiohttp.socket_factory,
+    ]
+    for make in makers:
+        made = make()
+        assert len(calls) == 1
+        if hasattr(made, "close"):
+            made.close()
