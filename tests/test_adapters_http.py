@@ -1,4 +1,4 @@
-"""Without its client installed, each HTTP adapter fails at import with an ImportError that names the extra."""
+"""All four HTTP adapters: ImportError naming the extra when the client is missing, runtime check on first use."""
 
 from __future__ import annotations
 
