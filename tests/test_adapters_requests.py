@@ -152,9 +152,10 @@ def test_https_through_connect_tunnel(tls_origin: OriginServer, proxy: ProxyServ
 
 def test_proxy_from_environment(monkeypatch: pytest.MonkeyPatch, origin: OriginServer, proxy: ProxyServer) -> None:
     """A proxy picked from HTTP_PROXY goes through the same proxy_manager_for and carries the policy."""
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "REQUEST_METHOD"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTP_PROXY", proxy.url)
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.setenv("http_proxy", proxy.url)  # the lowercase name wins where both are set
     with ka_requests.session(POLICY) as session:
         get_port(session, origin.url)
         assert len(proxy.client_ports) == 1
