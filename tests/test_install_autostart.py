@@ -239,3 +239,16 @@ def test_pth_line_is_cheap_and_conditional() -> None:
     assert text.count("\n") == 1
     assert text.startswith("import os;")
     assert 'os.environ.get("KEEPALIVE_AUTO") and __import__("keepalive._autostart")' in text
+
+
+def test_the_wheel_ships_the_hook_at_the_root_of_site_packages(tmp_path: Path) -> None:
+    """The built wheel holds tcp_keepalive_auto.pth at its root (purelib = site-packages), same bytes as the repo's."""
+    import zipfile
+
+    from hatchling.builders.wheel import WheelBuilder
+
+    wheel = next(WheelBuilder(str(ROOT)).build(directory=str(tmp_path), versions=["standard"]))
+    with zipfile.ZipFile(wheel) as archive:
+        assert archive.read(PTH_NAME) == (ROOT / PTH_NAME).read_bytes()
+        record = archive.read(next(n for n in archive.namelist() if n.endswith(".dist-info/RECORD"))).decode()
+    assert f"\n{PTH_NAME}," in f"\n{record}"  # recorded, so pip uninstall removes it
