@@ -107,6 +107,50 @@ def httpx_async(host: str, port: int) -> dict[str, int]:
     return asyncio.run(main())
 
 
+def requests_(host: str, port: int) -> dict[str, int]:
+    import requests
+
+    with requests.Session() as session:
+        return options_for_local_port(int(session.get(f"http://{host}:{port}/", timeout=10).text.strip()))
+
+
+def aiohttp_(host: str, port: int) -> dict[str, int]:
+    import aiohttp
+
+    async def main() -> dict[str, int]:
+        async with aiohttp.ClientSession() as session, session.get(f"http://{host}:{port}/") as response:
+            return options_for_local_port(int((await response.text()).strip()))
+
+    return asyncio.run(main())
+
+
+def pymysql_(host: str, port: int) -> dict[str, int]:
+    import pymysql
+
+    connection = pymysql.connect(host=host, port=port, user="root", password="", database="test")
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT host FROM information_schema.processlist WHERE id = CONNECTION_ID()")
+            row = cursor.fetchone()
+        assert row is not None
+        return options_for_local_port(int(str(row[0]).rsplit(":", 1)[1]))
+    finally:
+        connection.close()
+
+
+def asyncpg_(host: str, port: int) -> dict[str, int]:
+    import asyncpg  # type: ignore[import-untyped]
+
+    async def main() -> dict[str, int]:
+        connection = await asyncpg.connect(host=host, port=port, user="postgres", database="postgres")
+        try:
+            return options_for_local_port(int(await connection.fetchval("SELECT inet_client_port()")))
+        finally:
+            await connection.close()
+
+    return asyncio.run(main())
+
+
 def _redis(host: str, port: int, **kwargs: Any) -> dict[str, int]:
     import redis
 
@@ -137,6 +181,10 @@ CLIENTS = {
     "anyio_trio": anyio_trio,
     "httpx": httpx_,
     "httpx_async": httpx_async,
+    "requests": requests_,
+    "aiohttp": aiohttp_,
+    "pymysql": pymysql_,
+    "asyncpg": asyncpg_,
     "redis_no_keepalive": redis_no_keepalive,
     "redis_default": redis_default,
 }

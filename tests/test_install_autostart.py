@@ -28,11 +28,16 @@ ROOT = Path(__file__).resolve().parent.parent
 CHILD = str(Path(__file__).resolve().parent / "install_child.py")
 POLICY = Policy(idle=23, interval=6, count=4)
 REDIS = ("127.0.0.1", 6379)
+MARIADB = ("127.0.0.1", 3306)
+POSTGRES = ("127.0.0.1", 5432)
 #: redis-py 8 sets these itself before connect() (redis/_defaults.py): explicit configuration wins.
 REDIS_OWN = {"keepalive": 1, "idle": 30, "interval": 5, "count": 3}
 
 SOCKET_CLIENTS = ["stdlib", "stdlib_connect_ex", "asyncio", "uvloop", "trio", "anyio_trio"]
 HTTP_CLIENTS = ["httpx", "httpx_async"]
+MORE_HTTP_CLIENTS = ["requests", "aiohttp"]
+#: clients that connect from Python over the network services on loopback (the names are in install_child.py)
+DATABASE_CLIENTS = ["pymysql", "asyncpg"]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -78,8 +83,14 @@ def origin() -> Iterator[tuple[str, int]]:
 
 
 def address_for(client: str, echo: tuple[str, int], origin: tuple[str, int]) -> tuple[str, int]:
-    if client.startswith("httpx"):
+    if client in HTTP_CLIENTS or client in MORE_HTTP_CLIENTS:
         return origin
+    if client == "pymysql":
+        require_service("mariadb", *MARIADB)
+        return MARIADB
+    if client == "asyncpg":
+        require_service("postgres", *POSTGRES)
+        return POSTGRES
     if client.startswith("redis"):
         require_service("redis", *REDIS)
         return REDIS
@@ -97,7 +108,9 @@ def test_keepalive_run_gives_every_client_the_policy(
     assert report["options"] == expected_options(POLICY), stderr
 
 
-@pytest.mark.parametrize("client", SOCKET_CLIENTS + HTTP_CLIENTS + ["redis_no_keepalive"])
+@pytest.mark.parametrize(
+    "client", SOCKET_CLIENTS + HTTP_CLIENTS + MORE_HTTP_CLIENTS + DATABASE_CLIENTS + ["redis_no_keepalive"]
+)
 def test_keepalive_auto_env_gives_every_client_the_policy(
     client: str, echo: tuple[str, int], origin: tuple[str, int]
 ) -> None:
