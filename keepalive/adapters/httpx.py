@@ -122,6 +122,7 @@ def _transport_kwargs(
 
 
 def _is_socks(proxy: object) -> bool:
+    """Whether ``proxy`` (a URL string, ``httpx.URL`` or ``httpx.Proxy``) is a SOCKS proxy."""
     if proxy is None:
         return False
     url = proxy.url if isinstance(proxy, httpx.Proxy) else httpx.URL(str(proxy))
@@ -174,12 +175,12 @@ class AsyncHTTPTransport(httpx.AsyncHTTPTransport):
         hook = self._after_connect
         if hook is None:
             return await super().handle_async_request(request)
-        connected: list[bool] = []
         if not self._trace:
             response = await super().handle_async_request(request)
             hook.response(response, connected=False)
             return response
         extensions = request.extensions
+        connected: list[bool] = []
         request.extensions = {**extensions, "trace": hook.async_trace(extensions.get("trace"), connected)}
         try:
             response = await super().handle_async_request(request)
