@@ -6,7 +6,15 @@ local port and reads its options back.
 
 from __future__ import annotations
 
+import os
+import random
+import shutil
 import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -134,3 +142,95 @@ async def test_asyncio_pool_hands_out_connections_with_the_policy_the_second_tim
     finally:
         await r.aclose()
         await pool.disconnect()
+
+
+# --- cluster -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cluster_port() -> Iterator[int]:
+    """A one-node Redis Cluster (all 16384 slots) on a free loopback port, from the local redis-server binary."""
+    server = shutil.which("redis-server")
+    if server is None:
+        reason = "redis-server is not installed (needed to start a one-node cluster)"
+        if os.environ.get("KEEPALIVE_REQUIRE_SERVICES", "").strip().lower() in {"1", "true", "yes", "on"}:
+            pytest.fail(f"{reason} (KEEPALIVE_REQUIRE_SERVICES=1)")
+        pytest.skip(reason)
+    port = _free_cluster_port()
+    with tempfile.TemporaryDirectory(prefix="keepalive-redis-cluster-") as workdir:
+        args = [server, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes"]
+        args += ["--cluster-config-file", os.path.join(workdir, "nodes.conf"), "--dir", workdir]
+        args += ["--save", "", "--appendonly", "no", "--logfile", os.path.join(workdir, "redis.log")]
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _wait_until_listening(proc, port, workdir)
+            admin = redis.Redis(host=HOST, port=port)
+            try:
+                admin.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
+                for _ in range(200):
+                    if admin.cluster("INFO")["cluster_state"] == "ok":
+                        break
+                    time.sleep(0.05)
+                else:
+                    pytest.fail("the one-node Redis Cluster did not reach cluster_state:ok")
+            finally:
+                admin.close()
+            yield port
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def _free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000, at most 65535) is free too."""
+    for _ in range(100):
+        port = random.randint(20000, 55535)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind((HOST, port))
+                b.bind((HOST, port + 10000))
+        except OSError:
+            continue
+        return port
+    pytest.fail("no free port pair for a Redis Cluster node")
+
+
+def _wait_until_listening(proc: subprocess.Popen[bytes], port: int, workdir: str) -> None:
+    for _ in range(200):
+        if proc.poll() is not None:
+            log = Path(workdir, "redis.log")
+            pytest.fail(f"redis-server exited with {proc.returncode}: {log.read_text() if log.exists() else ''}")
+        try:
+            socket.create_connection((HOST, port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    pytest.fail(f"redis-server did not listen on port {port}")
+
+
+def test_cluster_client_socket_carries_the_policy(cluster_port: int) -> None:
+    from redis.cluster import RedisCluster
+
+    rc = RedisCluster(host=HOST, port=cluster_port, **ka_redis.connection_kwargs(POLICY))
+    try:
+        rc.set("keepalive:test", "1")
+        node = rc.get_node(host=HOST, port=cluster_port)
+        info = rc.client_info(target_nodes=node)
+        assert_port_has(client_port(info))
+    finally:
+        rc.close()
+
+
+@pytest.mark.asyncio
+async def test_asyncio_cluster_client_socket_carries_the_policy(cluster_port: int) -> None:
+    from redis.asyncio.cluster import RedisCluster
+
+    rc = RedisCluster(host=HOST, port=cluster_port, **ka_redis.connection_kwargs(POLICY))
+    try:
+        await rc.set("keepalive:test", "1")
+        node = rc.get_node(host=HOST, port=cluster_port)
+        assert node is not None
+        info = await rc.client_info(target_nodes=node)
+        assert_port_has(client_port(info))
+    finally:
+        await rc.aclose()
