@@ -16,9 +16,10 @@ idle time below the shortest timeout on the path, so the kernel's probes refresh
 
 from __future__ import annotations
 
+import importlib
 import logging
+from typing import TYPE_CHECKING, Any
 
-from keepalive._audit import BackgroundAudit, SocketState, audit, audit_in_background
 from keepalive._exceptions import InvalidPolicy, KeepaliveError, KeepaliveWarning, UnsupportedPlatformWarning
 from keepalive._install import install, is_installed, uninstall
 from keepalive._platform import CURRENT as PLATFORM
@@ -32,7 +33,38 @@ from keepalive._policy import (
 )
 from keepalive._socket import SocketLike, apply, create_connection, create_server, socket_options
 from keepalive._version import __version__
-from keepalive.checker import MIDDLEBOXES, Finding, Report, Severity, Source, check
+
+if TYPE_CHECKING:
+    from keepalive._audit import BackgroundAudit, SocketState, audit, audit_in_background
+    from keepalive.checker import MIDDLEBOXES, Finding, Report, Severity, Source, check
+
+# The checker and the audit are loaded on first use: a process that only wraps its connections (or starts with
+# KEEPALIVE_AUTO=1) should not pay for importing them.
+_LAZY = {
+    "MIDDLEBOXES": "keepalive.checker",
+    "Finding": "keepalive.checker",
+    "Report": "keepalive.checker",
+    "Severity": "keepalive.checker",
+    "Source": "keepalive.checker",
+    "check": "keepalive.checker",
+    "BackgroundAudit": "keepalive._audit",
+    "SocketState": "keepalive._audit",
+    "audit": "keepalive._audit",
+    "audit_in_background": "keepalive._audit",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'keepalive' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 __all__ = [
     "BUILTIN_POLICY",

@@ -111,7 +111,8 @@ class Policy:
         count: unanswered probes before the connection is dropped (TCP_KEEPCNT), 1..127.
         user_timeout: TCP_USER_TIMEOUT in seconds: how long sent data may stay unacknowledged (and, on Linux,
             how long keepalive may go unanswered) before the connection is dropped. Defaults to
-            ``idle + interval * count`` (at most 2147483 s); ``None`` leaves the socket's own value; ``0`` sets the kernel default (off).
+            ``idle + interval * count`` (at most 2147483 s); ``None`` leaves the socket's own value; ``0`` sets
+            the kernel default (off).
 
     Raises:
         InvalidPolicy: a value is out of range; the message names the field, the value and the range.
