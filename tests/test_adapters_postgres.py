@@ -293,3 +293,16 @@ async def test_asyncpg_changed_internals_raise_an_error_naming_the_asyncpg_versi
 def test_asyncpg_apply_rejects_what_is_not_an_asyncpg_connection(ka_asyncpg: Any) -> None:
     with pytest.raises(TypeError, match="asyncpg connection"):
         ka_asyncpg.apply(object(), POLICY)
+
+
+def test_asyncpg_under_uvloop_applies_the_policy_to_uvloops_socket(ka_asyncpg: Any) -> None:
+    """uvloop's transports expose a socket-like object too; the pool's connections get the policy."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> None:
+        async with ka_asyncpg.create_pool(URL, policy=POLICY, min_size=1, max_size=1) as pool:
+            for _ in range(2):
+                async with pool.acquire() as conn:
+                    assert_port_has(await conn.fetchval("select inet_client_port()"))
+
+    uvloop.run(main())
