@@ -19,6 +19,7 @@ heartbeat is disabled, longer than the path's idle timeout, or the client is blo
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 try:
@@ -30,8 +31,6 @@ except ImportError as exc:
         "keepalive.adapters.aio_pika needs aio-pika with aiormq >= 7.2 (TransportFactory): "
         "pip install 'tcp-keepalive[aio-pika]'"
     ) from exc
-
-import asyncio
 
 from yarl import URL
 
