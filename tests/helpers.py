@@ -53,40 +53,34 @@ def assert_policy_applied(sock: Any, policy: Policy) -> None:
     assert got == want, f"socket options {got} != policy {want}"
 
 
-def _inodes_by_local_port(port: int) -> set[int]:
-    inodes: set[int] = set()
-    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
-        try:
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    fields = line.split()
-                    local_port = int(fields[1].rsplit(":", 1)[1], 16)
-                    if local_port == port and fields[3] != "0A":  # not LISTEN
-                        inodes.add(int(fields[9]))
-        except FileNotFoundError:
-            continue
-    return inodes
-
-
 def socket_for_local_port(port: int) -> socket.socket:
     """A duplicate of this process's connected TCP socket whose local port is ``port``.
 
     Options are per socket, not per fd, so getsockopt on the duplicate reads the client's real socket. Close the
-    returned socket when done (that closes only the duplicate).
+    returned socket when done (that closes only the duplicate). Each socket fd of this process is asked for its
+    own address (``/proc/net/tcp`` lists the whole namespace and is slow on a busy machine).
     """
-    inodes = _inodes_by_local_port(port)
-    assert inodes, f"no TCP connection with local port {port} in /proc/self/net/tcp*"
     for fd_name in os.listdir("/proc/self/fd"):
         try:
-            target = os.readlink(f"/proc/self/fd/{fd_name}")
-        except OSError:
-            continue
-        if target.startswith("socket:[") and int(target[8:-1]) in inodes:
+            if not os.readlink(f"/proc/self/fd/{fd_name}").startswith("socket:["):
+                continue
             # SOCK_NONBLOCK: wrapping must not flip the shared file description to non-blocking (it would, were
             # socket.setdefaulttimeout() set), which would change the client's own socket under it.
-            return socket.socket(type=socket.SOCK_STREAM | socket.SOCK_NONBLOCK, fileno=os.dup(int(fd_name)))
-    raise AssertionError(f"no fd of this process holds the connection with local port {port}")
+            dup = socket.socket(type=socket.SOCK_STREAM | socket.SOCK_NONBLOCK, fileno=os.dup(int(fd_name)))
+        except OSError:
+            continue
+        try:
+            if (
+                dup.family in (socket.AF_INET, socket.AF_INET6)
+                and dup.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) == socket.SOCK_STREAM
+                and dup.getsockname()[1] == port
+            ):
+                dup.getpeername()  # connected, not a listener
+                return dup
+        except OSError:
+            pass
+        dup.close()
+    raise AssertionError(f"no connected TCP socket of this process has local port {port}")
 
 
 def require_service(name: str, host: str, port: int) -> None:
