@@ -17,6 +17,8 @@ import pytest
 
 from keepalive import KeepaliveError, Policy, UnsupportedPlatformWarning
 from tests.helpers import LINUX, assert_policy_applied, require_service, socket_for_local_port
+from tests.http_servers import CA_FILE
+from tests.tls_relay import TlsRelay
 
 pytestmark = [
     pytest.mark.services,
@@ -137,6 +139,21 @@ async def test_the_transport_factory_wraps_a_given_inner_factory(ka_aio_pika: An
         assert_port_has(new_port(before, 5672))
     finally:
         await connection.close()
+
+
+@pytest.mark.asyncio
+async def test_the_transport_factory_applies_the_policy_under_amqps(ka_aio_pika: Any) -> None:
+    """For amqps:// the default inner factory is aiormq's TLS one; the policy lands on the TCP socket under TLS."""
+    with TlsRelay("127.0.0.1", 5672) as relay:
+        url = f"amqps://guest:guest@127.0.0.1:{relay.port}/?cafile={CA_FILE}"
+        connection = await ka_aio_pika.connect(url, policy=POLICY)
+        try:
+            channel = await connection.channel()
+            await channel.declare_queue("", exclusive=True)
+            assert len(relay.client_ports) == 1
+            assert_port_has(relay.client_ports[0])
+        finally:
+            await connection.close()
 
 
 # --- pika ----------------------------------------------------------------------------------------------------

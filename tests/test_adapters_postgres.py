@@ -6,18 +6,14 @@ local port and reads the options back with getsockopt.
 
 from __future__ import annotations
 
-import contextlib
-import select
-import socket
-import ssl
-import threading
 from typing import Any
 
 import pytest
 
 from keepalive import KeepaliveError, Policy, _runtime
 from tests.helpers import LINUX, assert_policy_applied, require_service, socket_for_local_port
-from tests.http_servers import SERVER_CERT, client_ssl_context
+from tests.http_servers import client_ssl_context
+from tests.tls_relay import TlsRelay
 
 pytestmark = [
     pytest.mark.services,
@@ -195,48 +191,9 @@ async def test_asyncpg_connect_applies_the_policy(ka_asyncpg: Any) -> None:
         await conn.close()
 
 
-class TlsRelay:
-    """A TLS-terminating relay to PostgreSQL on loopback (test CA certificate), recording its clients' ports.
-
-    asyncpg with ``direct_tls=True`` speaks TLS from the first byte, so its transport is asyncio's TLS transport
-    over the TCP socket -- the layering a TLS connection to a real TLS-enabled server has.
-    """
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.listener.getsockname()[1])
-        self.client_ports: list[int] = []
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.context.load_cert_chain(str(SERVER_CERT))
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                conn, address = self.listener.accept()
-                self.client_ports.append(address[1])
-                threading.Thread(target=self._relay, args=(conn,), daemon=True).start()
-
-    def _relay(self, conn: socket.socket) -> None:
-        with contextlib.suppress(OSError, ssl.SSLError):
-            tls = self.context.wrap_socket(conn, server_side=True)
-            with tls, socket.create_connection((HOST, PORT)) as upstream:
-                while True:
-                    ready = [tls] if tls.pending() else select.select([tls, upstream], [], [], 5)[0]
-                    for src in ready:
-                        data = src.recv(65536)
-                        if not data:
-                            return
-                        (upstream if src is tls else tls).sendall(data)
-
-    def close(self) -> None:
-        self.listener.close()
-
-
 @pytest.mark.asyncio
 async def test_asyncpg_tls_connection_gets_the_policy_on_the_tcp_socket_under_tls(ka_asyncpg: Any) -> None:
-    relay = TlsRelay()
+    relay = TlsRelay(HOST, PORT)
     try:
         conn = await ka_asyncpg.connect(
             host="127.0.0.1",
