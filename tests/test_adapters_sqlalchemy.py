@@ -121,6 +121,26 @@ def test_a_connection_the_pool_replaces_after_invalidation_gets_the_policy(drive
         engine.dispose()
 
 
+@pytest.mark.parametrize("driver", sorted(ASYNC_URLS))
+@pytest.mark.asyncio
+async def test_an_async_engine_replaces_an_invalidated_connection_with_one_that_has_the_policy(driver: str) -> None:
+    pytest.importorskip("greenlet")
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    url, service, module = ASYNC_URLS[driver]
+    needs(service, module)
+    engine = ka_sqlalchemy.instrument(create_async_engine(url, pool_size=1, max_overflow=0), POLICY)
+    try:
+        async with engine.connect() as conn:
+            first = port_from((await conn.execute(port_sql(url))).scalar_one())
+            await conn.invalidate()
+        second = await async_port(engine, url)
+        assert second != first
+        assert_port_has(second)
+    finally:
+        await engine.dispose()
+
+
 def test_libpq_drivers_get_the_policy_as_connect_arguments() -> None:
     """For psycopg the policy reaches libpq itself (keepalives_idle ... in the connection's parameters)."""
     needs(PG, "psycopg")
