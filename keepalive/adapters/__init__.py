@@ -1,25 +1,25 @@
 """One module per client library that gives every connection the client opens a keepalive policy.
 
-Each module imports its client at the top, so import the one you use:
+Each module imports its client at the top, so import the one you use (``ka`` is ``keepalive.adapters``):
 
-=========================== ======================= ==============================================================
-module                      extra                   one line
-=========================== ======================= ==============================================================
-``adapters.requests``       ``[requests]``          ``session = keepalive.adapters.requests.session()``
-``adapters.urllib3``        ``[urllib3]``           ``pool = keepalive.adapters.urllib3.PoolManager()``
-``adapters.httpx``          ``[httpx]``             ``httpx.Client(transport=keepalive.adapters.httpx.HTTPTransport())``
-``adapters.aiohttp``        ``[aiohttp]``           ``aiohttp.ClientSession(connector=...aiohttp.TCPConnector())``
-``adapters.psycopg``        ``[psycopg]``           ``psycopg.connect(dsn, **keepalive.adapters.psycopg.connect_kwargs())``
-``adapters.psycopg2``       ``[psycopg2]``          ``psycopg2.connect(dsn, **keepalive.adapters.psycopg2.connect_kwargs())``
-``adapters.asyncpg``        ``[asyncpg]``           ``await asyncpg.create_pool(dsn, init=keepalive.adapters.asyncpg.init())``
-``adapters.redis``          ``[redis]``             ``redis.Redis(**keepalive.adapters.redis.connection_kwargs())``
-``adapters.sqlalchemy``     ``[sqlalchemy]``        ``keepalive.adapters.sqlalchemy.instrument(engine)``
-``adapters.pymysql``        ``[pymysql]``           ``keepalive.adapters.pymysql.connect(host=..., ...)``
-``adapters.aiomysql``       ``[aiomysql]``          ``await keepalive.adapters.aiomysql.connect(host=..., ...)``
-``adapters.aio_pika``       ``[aio-pika]``          ``await keepalive.adapters.aio_pika.connect_robust(url)``
-``adapters.pika``           ``[pika]``              ``pika.BlockingConnection(keepalive.adapters.pika.connection_parameters())``
-``adapters.nats``           ``[nats]``              ``await keepalive.adapters.nats.connect(servers)``
-=========================== ======================= ==============================================================
+================ ================ ======================================================================
+module           extra            one line
+================ ================ ======================================================================
+``requests``     ``[requests]``   ``session = ka.requests.session()``
+``urllib3``      ``[urllib3]``    ``pool = ka.urllib3.PoolManager()``
+``httpx``        ``[httpx]``      ``httpx.Client(transport=ka.httpx.HTTPTransport())``
+``aiohttp``      ``[aiohttp]``    ``aiohttp.ClientSession(connector=ka.aiohttp.TCPConnector())``
+``psycopg``      ``[psycopg]``    ``psycopg.connect(dsn, **ka.psycopg.connect_kwargs())``
+``psycopg2``     ``[psycopg2]``   ``psycopg2.connect(dsn, **ka.psycopg2.connect_kwargs())``
+``asyncpg``      ``[asyncpg]``    ``await asyncpg.create_pool(dsn, init=ka.asyncpg.init())``
+``redis``        ``[redis]``      ``redis.Redis(**ka.redis.connection_kwargs())``
+``sqlalchemy``   ``[sqlalchemy]`` ``ka.sqlalchemy.instrument(engine)``
+``pymysql``      ``[pymysql]``    ``ka.pymysql.connect(host=..., ...)``
+``aiomysql``     ``[aiomysql]``   ``await ka.aiomysql.connect(host=..., ...)``
+``aio_pika``     ``[aio-pika]``   ``await ka.aio_pika.connect_robust(url)``
+``pika``         ``[pika]``       ``pika.BlockingConnection(ka.pika.connection_parameters())``
+``nats``         ``[nats]``       ``await ka.nats.connect(servers)``
+================ ================ ======================================================================
 
 A missing client raises ImportError naming the extra to install (``pip install 'tcp-keepalive[httpx]'``).
 This package itself imports nothing, so ``import keepalive`` never pulls in an optional dependency.
