@@ -141,7 +141,8 @@ def run(size: str) -> list[Result]:
                     unit="s/round",
                     value=wall,
                     note=f"11 own TCP sockets; another process holds {2 * m} sockets in the same network namespace "
-                    f"({rows} table rows): the audit asks each of its own sockets, so their number does not matter; median of {rounds} rounds",
+                    f"({rows} table rows): the audit asks each of its own sockets, so their number does not matter; "
+                    f"median of {rounds} rounds",
                     extra={"cpu_s_per_round": cpu, "table_rows": rows},
                 )
             )
