@@ -103,12 +103,20 @@ def test_lab_addresses_are_unreachable_from_the_root_namespace(lab: Lab) -> None
             with pytest.raises(OSError) as info:
                 sock.connect((address, 9))
             assert not isinstance(info.value, TimeoutError), f"{address}: the packet left the machine"
-    routes = subprocess.run(["ip", "route", "show", "type", "blackhole"], check=True, capture_output=True, text=True)
-    for prefix in ("198.51.100.0/24", "203.0.113.0/24"):  # where lab clients connect to: the backends and the VIP
-        assert f"blackhole {prefix}" in routes.stdout
-    # 192.0.2.0/24 is blackholed too, unless the host itself lives there (then its own route is left alone).
-    connected = subprocess.run(["ip", "route", "show", "192.0.2.0/24"], check=True, capture_output=True, text=True)
-    assert "blackhole" in connected.stdout or "proto kernel" in connected.stdout
+    routes = subprocess.run(["ip", "route", "show", "proto", "187"], check=True, capture_output=True, text=True)
+    guarded = {line.split()[1] for line in routes.stdout.splitlines() if line.startswith("blackhole")}
+    assert {lab.vip, *lab.backends} <= guarded, routes.stdout
+    assert all(address.endswith(("/32",)) or "/" not in address for address in guarded), "only single addresses"
+
+
+@pytest.mark.lab
+def test_guard_routes_go_when_the_last_lab_closes() -> None:
+    require_lab()
+    with Lab(conntrack_timeout=CONNTRACK_TIMEOUT):
+        pass
+    if not lab_namespaces():
+        routes = subprocess.run(["ip", "route", "show", "proto", "187"], check=True, capture_output=True, text=True)
+        assert routes.stdout.strip() == ""
 
 
 @pytest.mark.lab

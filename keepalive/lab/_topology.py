@@ -87,8 +87,18 @@ def _run(argv: Sequence[str], *, stdin: str | None = None, timeout: float = 30) 
     return done.stdout
 
 
-#: Routed to a blackhole in the root namespace while a lab is up (see ``Lab._guard_host``).
-HOST_GUARD_PREFIXES: Final = ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
+#: The lab addresses clients connect to: routed to a blackhole (/32 each) in the root namespace while a lab is up.
+HOST_GUARD_ADDRESSES: Final = (VIP, NODE_SERVER_SIDE, *BACKENDS)
+#: Route protocol number that marks the guard routes, so any lab (or cleanup_stale) can remove exactly them.
+GUARD_PROTO: Final = "187"
+
+
+def _remove_host_guards() -> None:
+    """Delete every guard route (``proto 187``) from the root namespace; never raises."""
+    try:
+        _run(["ip", "route", "flush", "proto", GUARD_PROTO])
+    except LabError:
+        pass
 
 
 def parse_conntrack_stats(text: str) -> dict[str, int]:
@@ -138,6 +148,8 @@ def cleanup_stale() -> list[str]:
         except LabError:
             continue
         deleted.append(name)
+    if not lab_namespaces():
+        _remove_host_guards()
     return deleted
 
 
@@ -229,7 +241,6 @@ class Lab:
         self.namespaces: dict[Role, str] = {role: f"{self.run_id}-{role}" for role in ROLES}
         self._handle_signals = handle_signals
         self._created: list[str] = []
-        self._guards: list[str] = []
         self._exposed: dict[int, tuple[str, ...]] = {}
         self._servers: list[LabServer] = []
         self._processes: list[subprocess.Popen[Any]] = []
@@ -319,33 +330,33 @@ class Lab:
             raise LabError(f"node namespace kept nf_conntrack_tcp_timeout_established={actual}")
 
     def _guard_host(self) -> None:
-        """Blackhole the lab's documentation ranges in the root namespace while a lab is up.
+        """Blackhole the lab's destination addresses (one /32 each) in the root namespace while a lab is up.
 
         A client that connects from the wrong namespace (a lazy client whose first command runs outside
         ``lab.inside()``) would otherwise send lab traffic out through the host's default gateway. With these
-        routes it fails at once with "Network is unreachable" and nothing leaves the machine. The ranges
-        (RFC 5737) are never routed on the internet, so the routes change nothing else.
+        routes it fails at once with "Invalid argument" and nothing leaves the machine. Only single addresses
+        that the host reaches through a gateway are guarded: the host's own networks are never touched, and
+        other hosts in the same documentation ranges (some sandboxes route their package mirrors through
+        203.0.113.0/24) stay reachable.
         """
-        for prefix in HOST_GUARD_PREFIXES:
+        for address in HOST_GUARD_ADDRESSES:
             try:
-                _run(["ip", "route", "add", "blackhole", prefix])
+                route = _run(["ip", "-o", "route", "get", address])
+            except LabError:
+                continue
+            if " via " not in f" {route} ":
+                continue  # local, directly attached or already blackholed: not ours to change
+            try:
+                _run(["ip", "route", "add", "blackhole", f"{address}/32", "proto", GUARD_PROTO])
             except LabError as exc:
                 if "File exists" not in str(exc):
                     raise
-                continue  # another lab (or the operator) already guards it: leave that route alone
-            self._guards.append(prefix)
 
     def _unguard_host(self) -> None:
-        """Remove the guard routes this lab added, unless another lab is still up on this machine."""
+        """Remove the guard routes, unless another lab is still up on this machine."""
         others = [name for name in lab_namespaces() if not name.startswith(self.run_id)]
-        if others:
-            return
-        for prefix in self._guards:
-            try:
-                _run(["ip", "route", "del", "blackhole", prefix])
-            except LabError:
-                pass
-        self._guards.clear()
+        if not others:
+            _remove_host_guards()
 
     def _ip_batch(self, name: str, commands: Sequence[str]) -> None:
         _run(["ip", "-n", name, "-batch", "-"], stdin="\n".join(commands) + "\n")
