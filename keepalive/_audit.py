@@ -35,7 +35,7 @@ from typing import Any, Final, Literal
 from keepalive._exceptions import InvalidPolicy, KeepaliveError
 from keepalive._log import get_logger
 from keepalive._policy import BUILTIN_POLICY, Policy, _detected_path_timeout, resolve_default_policy
-from keepalive._socket import apply
+from keepalive._socket import apply, borrow_socket
 
 __all__ = ["BackgroundAudit", "SocketState", "Verdict", "audit", "audit_in_background"]
 
@@ -263,16 +263,6 @@ class _Options:
     count: int | None
     user_timeout: float | None
     error: str | None
-
-
-def _borrow(fd: int) -> socket.socket:
-    """Wrap a descriptor this process owns (a duplicate) in a socket object without touching its flags.
-
-    ``socket.socket(fileno=fd)`` would switch the open file description to non-blocking when the application set
-    ``socket.setdefaulttimeout()``; that flag is shared with the original descriptor. Passing ``SOCK_NONBLOCK``
-    in ``type`` makes CPython take the timeout as 0 without calling ``fcntl``.
-    """
-    return socket.socket(type=socket.SOCK_STREAM | socket.SOCK_NONBLOCK, fileno=fd)  # family, proto: from fd
 
 
 def _read_options(sock: socket.socket) -> _Options:
@@ -597,7 +587,7 @@ def _inspect(
         if not _same_socket(dup, inode):  # closed and the number reused meanwhile
             return None
         try:
-            sock = _borrow(dup)
+            sock = borrow_socket(dup)
         except OSError:
             return None
         dup = -1  # the socket object owns it now

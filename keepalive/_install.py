@@ -37,7 +37,7 @@ from keepalive import _runtime
 from keepalive._log import get_logger
 from keepalive._platform import CURRENT
 from keepalive._policy import Policy
-from keepalive._socket import apply
+from keepalive._socket import apply, borrow_socket
 
 __all__ = ["install", "installed_policy", "is_installed", "uninstall"]
 
@@ -269,7 +269,7 @@ def _prepare_transport(transport: Any) -> None:
         pseudo = transport.get_extra_info("socket")
         if pseudo is None:
             return
-        with socket.socket(fileno=os.dup(pseudo.fileno())) as sock:
+        with borrow_socket(os.dup(pseudo.fileno())) as sock:
             _prepare(sock)
     except Exception:
         log.debug("install: could not prepare uvloop transport %r", transport, exc_info=True)

@@ -158,6 +158,21 @@ def _error_text(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def borrow_socket(fd: int) -> socket.socket:
+    """A socket object for a TCP descriptor that someone else owns, without changing the descriptor's flags.
+
+    ``socket.socket(fileno=fd)`` switches the open file description to non-blocking when the application has
+    called ``socket.setdefaulttimeout()``, and that flag is shared with the owner's descriptor (a client's blocking
+    socket would start raising BlockingIOError). Passing ``SOCK_NONBLOCK`` in ``type`` makes CPython take the
+    timeout as 0 without calling ``fcntl``; family and protocol are read from the descriptor. ``detach()`` the
+    result when the owner keeps ``fd``; ``close()`` it when ``fd`` is a duplicate of your own.
+    """
+    nonblock = getattr(socket, "SOCK_NONBLOCK", 0)
+    if nonblock:
+        return socket.socket(type=socket.SOCK_STREAM | nonblock, fileno=fd)
+    return socket.socket(fileno=fd)  # Windows and macOS: no shared blocking flag is touched by a SOCKET wrap
+
+
 def socket_options(policy: Policy | None = None) -> list[tuple[int, int, int]]:
     """The ``(level, optname, value)`` setsockopt triples that :func:`apply` makes on this platform.
 

@@ -289,10 +289,12 @@ def _wrap_protocol(protocol_factory: Callable[[], asyncio.BaseProtocol], policy:
     return inner  # not a stream protocol: nothing to set
 
 
-class _ApplyingProtocol(asyncio.Protocol):
+class _Applying(asyncio.BaseProtocol):
     """Forwards every callback to ``inner``; applies the policy to the transport first."""
 
-    def __init__(self, inner: asyncio.Protocol, policy: Policy) -> None:
+    _inner: Any
+
+    def __init__(self, inner: asyncio.BaseProtocol, policy: Policy) -> None:
         self._inner = inner
         self._policy = policy
 
@@ -311,49 +313,29 @@ class _ApplyingProtocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._inner.resume_writing()
 
-    def data_received(self, data: bytes) -> None:
-        self._inner.data_received(data)
-
     def eof_received(self) -> bool | None:
-        return self._inner.eof_received()
+        result: bool | None = self._inner.eof_received()
+        return result
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
 
-class _ApplyingBufferedProtocol(asyncio.BufferedProtocol):
-    """:class:`_ApplyingProtocol` for :class:`asyncio.BufferedProtocol`."""
+class _ApplyingProtocol(_Applying, asyncio.Protocol):
+    """:class:`_Applying` for :class:`asyncio.Protocol`."""
 
-    def __init__(self, inner: asyncio.BufferedProtocol, policy: Policy) -> None:
-        self._inner = inner
-        self._policy = policy
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            _apply_options(sock, self._policy)
-        self._inner.connection_made(transport)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._inner.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self._inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self._inner.resume_writing()
+class _ApplyingBufferedProtocol(_Applying, asyncio.BufferedProtocol):
+    """:class:`_Applying` for :class:`asyncio.BufferedProtocol`."""
 
     def get_buffer(self, sizehint: int) -> Any:
         return self._inner.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
         self._inner.buffer_updated(nbytes)
-
-    def eof_received(self) -> bool | None:
-        return self._inner.eof_received()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
 
 # -- connecting ----------------------------------------------------------------------------------------------

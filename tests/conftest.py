@@ -8,6 +8,7 @@ import pytest
 
 import keepalive
 from keepalive import _runtime
+from tests.http_servers import OriginServer, ProxyServer, SocksServer, serving
 
 
 @pytest.fixture(autouse=True)
@@ -32,3 +33,34 @@ def _fresh_default_policy(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """anyio's plugin: tests marked ``@pytest.mark.anyio`` run on the backend given by ``params``."""
     return getattr(request, "param", "asyncio")
+
+
+# Loopback HTTP servers shared by the HTTP adapter tests (tests/http_servers.py).
+
+
+@pytest.fixture
+def origin() -> Iterator[OriginServer]:
+    """A plain HTTP/1.1 origin on 127.0.0.1 that reports each request's client port."""
+    with serving(OriginServer()) as server:
+        yield server
+
+
+@pytest.fixture
+def tls_origin() -> Iterator[OriginServer]:
+    """The same origin behind TLS (certificate from tests/data)."""
+    with serving(OriginServer(tls=True)) as server:
+        yield server
+
+
+@pytest.fixture
+def proxy() -> Iterator[ProxyServer]:
+    """A forwarding and CONNECT proxy on 127.0.0.1."""
+    with serving(ProxyServer()) as server:
+        yield server
+
+
+@pytest.fixture
+def socks() -> Iterator[SocksServer]:
+    """A SOCKS5 proxy on 127.0.0.1."""
+    with serving(SocksServer()) as server:
+        yield server

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from keepalive import Policy
+from keepalive._socket import borrow_socket
 
 LINUX = hasattr(socket, "TCP_KEEPIDLE") and hasattr(socket, "TCP_USER_TIMEOUT")
 
@@ -64,9 +65,7 @@ def socket_for_local_port(port: int) -> socket.socket:
         try:
             if not os.readlink(f"/proc/self/fd/{fd_name}").startswith("socket:["):
                 continue
-            # SOCK_NONBLOCK: wrapping must not flip the shared file description to non-blocking (it would, were
-            # socket.setdefaulttimeout() set), which would change the client's own socket under it.
-            dup = socket.socket(type=socket.SOCK_STREAM | socket.SOCK_NONBLOCK, fileno=os.dup(int(fd_name)))
+            dup = borrow_socket(os.dup(int(fd_name)))  # never flips the client's shared blocking flag
         except OSError:
             continue
         try:

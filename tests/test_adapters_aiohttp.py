@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 
 import pytest
 
 import keepalive
 from keepalive import Policy
 from tests.helpers import LINUX, assert_policy_applied, socket_for_local_port
-from tests.http_servers import OriginServer, ProxyServer, client_ssl_context, serving
+from tests.http_servers import OriginServer, ProxyServer, client_ssl_context
 
 aiohttp = pytest.importorskip("aiohttp")
 ka_aiohttp = pytest.importorskip("keepalive.adapters.aiohttp")
@@ -18,24 +17,6 @@ ka_aiohttp = pytest.importorskip("keepalive.adapters.aiohttp")
 pytestmark = pytest.mark.skipif(not LINUX, reason="reads back Linux keepalive options")
 
 POLICY = Policy(idle=37, interval=7, count=4)
-
-
-@pytest.fixture
-def origin() -> Iterator[OriginServer]:
-    with serving(OriginServer()) as server:
-        yield server
-
-
-@pytest.fixture
-def tls_origin() -> Iterator[OriginServer]:
-    with serving(OriginServer(tls=True)) as server:
-        yield server
-
-
-@pytest.fixture
-def proxy() -> Iterator[ProxyServer]:
-    with serving(ProxyServer()) as server:
-        yield server
 
 
 def assert_applied(port: int, policy: Policy = POLICY) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ from tests.http_servers import (
     ProxyServer,
     SocksServer,
     client_ssl_context,
-    serving,
     unix_origin,
 )
 
@@ -28,30 +26,6 @@ pytestmark = pytest.mark.skipif(not LINUX, reason="reads back Linux keepalive op
 
 POLICY = Policy(idle=37, interval=7, count=4)
 BACKENDS = pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"], indirect=True)
-
-
-@pytest.fixture
-def origin() -> Iterator[OriginServer]:
-    with serving(OriginServer()) as server:
-        yield server
-
-
-@pytest.fixture
-def tls_origin() -> Iterator[OriginServer]:
-    with serving(OriginServer(tls=True)) as server:
-        yield server
-
-
-@pytest.fixture
-def proxy() -> Iterator[ProxyServer]:
-    with serving(ProxyServer()) as server:
-        yield server
-
-
-@pytest.fixture
-def socks() -> Iterator[SocksServer]:
-    with serving(SocksServer()) as server:
-        yield server
 
 
 def assert_applied(port: int, policy: Policy = POLICY) -> None:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 
 import pytest
 
 import keepalive
 from keepalive import Policy
 from tests.helpers import LINUX, assert_policy_applied, socket_for_local_port
-from tests.http_servers import CA_FILE, OriginServer, ProxyServer, SocksServer, serving
+from tests.http_servers import CA_FILE, OriginServer, ProxyServer, SocksServer
 
 urllib3 = pytest.importorskip("urllib3")
 ka_urllib3 = pytest.importorskip("keepalive.adapters.urllib3")
@@ -18,30 +17,6 @@ ka_urllib3 = pytest.importorskip("keepalive.adapters.urllib3")
 pytestmark = pytest.mark.skipif(not LINUX, reason="reads back Linux keepalive options")
 
 POLICY = Policy(idle=37, interval=7, count=4)
-
-
-@pytest.fixture
-def origin() -> Iterator[OriginServer]:
-    with serving(OriginServer()) as server:
-        yield server
-
-
-@pytest.fixture
-def tls_origin() -> Iterator[OriginServer]:
-    with serving(OriginServer(tls=True)) as server:
-        yield server
-
-
-@pytest.fixture
-def proxy() -> Iterator[ProxyServer]:
-    with serving(ProxyServer()) as server:
-        yield server
-
-
-@pytest.fixture
-def socks() -> Iterator[SocksServer]:
-    with serving(SocksServer()) as server:
-        yield server
 
 
 def nodelay(port: int) -> int:

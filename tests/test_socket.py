@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 from collections.abc import Iterator
 
@@ -272,3 +273,21 @@ def test_create_server_dualstack_and_errors() -> None:
         keepalive.create_server(busy.getsockname(), policy=POLICY)
     with pytest.raises(ValueError, match="dualstack_ipv6 requires AF_INET6"):
         keepalive.create_server(("127.0.0.1", 0), dualstack_ipv6=True)
+
+
+def test_borrow_socket_leaves_the_owners_blocking_mode_alone() -> None:
+    """Wrapping a client's descriptor must not make its blocking socket non-blocking (setdefaulttimeout set)."""
+    from keepalive._socket import borrow_socket
+
+    with echo_server() as address, socket.create_connection(address) as owner:
+        owner.setblocking(True)
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(3.0)
+        try:
+            borrowed = borrow_socket(owner.fileno())
+            keepalive.apply(borrowed, POLICY)
+            borrowed.detach()
+        finally:
+            socket.setdefaulttimeout(previous)
+        assert os.get_blocking(owner.fileno())
+        assert_policy_applied(owner, POLICY)

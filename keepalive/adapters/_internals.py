@@ -9,14 +9,13 @@ so an upgrade that breaks the adapter fails at the first connection instead of s
 
 from __future__ import annotations
 
-import socket
 from importlib import metadata
 from typing import Any, Protocol
 
 from keepalive._exceptions import KeepaliveError
 from keepalive._platform import CURRENT, Applied, compile_plan
 from keepalive._policy import Policy
-from keepalive._socket import apply
+from keepalive._socket import apply, borrow_socket
 
 __all__ = [
     "apply_to_fd",
@@ -65,7 +64,7 @@ def apply_to_fd(fd: int, policy: Policy) -> Applied:
 
     The temporary socket object is detached afterwards, so the client's descriptor stays open and owned by it.
     """
-    sock = socket.socket(fileno=fd)
+    sock = borrow_socket(fd)
     try:
         return apply(sock, policy)
     finally:
