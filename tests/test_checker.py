@@ -352,7 +352,7 @@ def test_sample_reports_rates_from_two_reads(tmp_path: Path) -> None:
 
 
 def test_rates_handle_per_cpu_counter_wrap() -> None:
-    from keepalive.checker._parse import parse_nf_stat
+    from keepalive._path._parse import parse_nf_stat
 
     before, _ = parse_nf_stat("entries invalid\n00000001 fffffffe\n00000001 00000001\n")
     after, _ = parse_nf_stat("entries invalid\n00000001 00000002\n00000001 00000003\n")

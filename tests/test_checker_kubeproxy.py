@@ -306,7 +306,7 @@ def test_configz_unreachable_port_is_a_warning(tmp_path: Path) -> None:
     ],
 )
 def test_non_loopback_urls_are_refused_before_connecting(tmp_path: Path, url: str) -> None:
-    from keepalive.checker._kubeproxy import NotLoopback
+    from keepalive._path._kubeproxy import NotLoopback
 
     with pytest.raises(NotLoopback):
         keepalive.check(proc_root=tmp_path, policy=POLICY, kube_proxy_url=url)
@@ -322,7 +322,7 @@ def test_non_loopback_urls_are_refused_before_connecting(tmp_path: Path, url: st
     ],
 )
 def test_loopback_urls_are_accepted(url: str) -> None:
-    from keepalive.checker._kubeproxy import loopback_url
+    from keepalive._path._kubeproxy import loopback_url
 
     assert loopback_url(url).endswith("/configz")
 

@@ -7,9 +7,9 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keepalive.checker._kubeproxy import parse_kube_proxy
-from keepalive.checker._middleboxes import parse_middleboxes
-from keepalive.checker._parse import decode_text, parse_duration, parse_int, parse_nf_stat
+from keepalive._path._kubeproxy import parse_kube_proxy
+from keepalive._path._middleboxes import parse_middleboxes
+from keepalive._path._parse import decode_text, parse_duration, parse_int, parse_nf_stat
 from tests.checker_support import NF_HEADER, NODE_SYSCTLS, nf_stat_text
 
 json_values = st.recursive(

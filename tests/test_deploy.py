@@ -135,7 +135,7 @@ def test_deployment_env_vars_give_a_valid_policy() -> None:
         "KEEPALIVE_PATH_TIMEOUT",
         "KEEPALIVE_CHECK",
     }
-    from keepalive.checker._middleboxes import parse_middleboxes
+    from keepalive._path._middleboxes import parse_middleboxes
 
     known, unknown = parse_middleboxes(env["KEEPALIVE_MIDDLEBOX"])
     assert known

@@ -100,14 +100,14 @@ def _table(headers: list[str], rows: list[list[str]], widths: list[int]) -> node
 
 
 class KeepaliveMiddleboxes(SphinxDirective):
-    """The preset table, straight from ``keepalive.checker._middleboxes``."""
+    """The preset table, straight from ``keepalive._path._middleboxes``."""
 
     has_content = False
 
     def run(self) -> list[nodes.Node]:
         try:  # conf.py puts this checkout first on sys.path
             from keepalive import Policy
-            from keepalive.checker._middleboxes import MIDDLEBOX_NOTES, MIDDLEBOXES
+            from keepalive._path._middleboxes import MIDDLEBOX_NOTES, MIDDLEBOXES
         except ImportError as exc:
             log.warning("middlebox presets unavailable: %s", exc, location=self.get_location())
             return []

@@ -7,8 +7,8 @@ Sources (sysctls and conntrack statistics under a proc root, kube-proxy's config
 
 from __future__ import annotations
 
+from keepalive._path._middleboxes import MIDDLEBOXES
 from keepalive.checker._check import check
-from keepalive.checker._middleboxes import MIDDLEBOXES
 from keepalive.checker._model import Finding, Severity, Source
 from keepalive.checker._report import Report
 

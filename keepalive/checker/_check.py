@@ -10,20 +10,16 @@ from dataclasses import dataclass
 from typing import Final
 
 from keepalive._exceptions import InvalidPolicy
-from keepalive._policy import BUILTIN_POLICY, ENV_PATH_TIMEOUT, Policy, explain_default_policy
-from keepalive.checker._findings import Facts, evaluate
-from keepalive.checker._kubeproxy import (
+from keepalive._path._kubeproxy import (
     ENV_KUBE_PROXY_CONFIG,
     KubeProxy,
     fetch_configz,
     loopback_url,
     read_kube_proxy_file,
 )
-from keepalive.checker._middleboxes import MIDDLEBOX_NOTES, MIDDLEBOXES, parse_middleboxes
-from keepalive.checker._model import Finding, Severity, Source
-from keepalive.checker._parse import NfStat
-from keepalive.checker._report import Report
-from keepalive.checker._sources import (
+from keepalive._path._middleboxes import MIDDLEBOX_NOTES, MIDDLEBOXES, parse_middleboxes
+from keepalive._path._parse import NfStat
+from keepalive._path._proc import (
     COUNT,
     ESTABLISHED,
     NAMESPACE_OTHER,
@@ -35,6 +31,10 @@ from keepalive.checker._sources import (
     read_nf_stat,
     read_sysctl,
 )
+from keepalive._policy import BUILTIN_POLICY, ENV_PATH_TIMEOUT, Policy, explain_default_policy
+from keepalive.checker._findings import Facts, evaluate
+from keepalive.checker._model import Finding, Severity, Source
+from keepalive.checker._report import Report
 
 __all__ = ["ENV_MIDDLEBOX", "check", "conntrack_limits_path", "parse_path_timeout"]
 

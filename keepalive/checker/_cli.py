@@ -15,12 +15,12 @@ from types import FrameType
 
 from keepalive._exceptions import InvalidPolicy
 from keepalive._log import get_logger
+from keepalive._path._kubeproxy import ENV_KUBE_PROXY_CONFIG, NotLoopback, loopback_url
+from keepalive._path._middleboxes import MIDDLEBOX_NOTES, MIDDLEBOXES, parse_middleboxes
+from keepalive._path._proc import ENV_PROC_ROOT
 from keepalive._policy import Policy
 from keepalive.checker._check import MAX_SAMPLE, parse_path_timeout, run_check
-from keepalive.checker._kubeproxy import ENV_KUBE_PROXY_CONFIG, NotLoopback, loopback_url
-from keepalive.checker._middleboxes import MIDDLEBOX_NOTES, MIDDLEBOXES, parse_middleboxes
 from keepalive.checker._report import Report
-from keepalive.checker._sources import ENV_PROC_ROOT
 
 __all__ = ["add_arguments", "run"]
 

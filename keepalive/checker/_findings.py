@@ -8,10 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-from keepalive._policy import Policy
-from keepalive.checker._kubeproxy import KubeProxy
-from keepalive.checker._model import Finding, Severity, Source
-from keepalive.checker._sources import (
+from keepalive._path._kubeproxy import KubeProxy
+from keepalive._path._proc import (
     BE_LIBERAL,
     CLOSE_WAIT,
     COUNT,
@@ -21,6 +19,8 @@ from keepalive.checker._sources import (
     MAX,
     Namespace,
 )
+from keepalive._policy import Policy
+from keepalive.checker._model import Finding, Severity, Source
 
 __all__ = ["FULL_RATIO", "Facts", "evaluate"]
 

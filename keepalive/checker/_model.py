@@ -8,16 +8,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from keepalive._path._source import Number, Source, plain
+
 __all__ = ["Finding", "Number", "Severity", "Source", "plain"]
-
-Number = int | float
-
-
-def plain(value: Any) -> Any:
-    """A whole float as an int (``350.0 -> 350``) for JSON and text; anything else unchanged."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    return value
 
 
 class Severity(enum.StrEnum):
@@ -40,47 +33,6 @@ class Severity(enum.StrEnum):
 
 
 _RANK = {Severity.OK: 0, Severity.INFO: 1, Severity.WARNING: 2, Severity.ERROR: 3}
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    """One value the checker looked at, and where it came from.
-
-    Attributes:
-        name: what it is, e.g. ``net.netfilter.nf_conntrack_tcp_timeout_established``,
-            ``kube-proxy conntrack.tcpEstablishedTimeout``, ``middlebox aws-nat-gateway``.
-        value: the value (seconds for timeouts), or None when it is unknown.
-        origin: where it came from: a file, a URL, a flag or an environment variable.
-        unit: ``"s"`` for seconds, ``"entries"``, ``"packets"``, ... or ``""``.
-        reason: why the value is unknown (missing file, permission denied, garbage, ...); None when known.
-        note: a caveat, e.g. that the value belongs to this pod's network namespace, not to the node.
-        limits_path: True when the value is one of the path's idle timeouts (the smallest one is the path timeout).
-    """
-
-    name: str
-    value: Number | str | bool | None
-    origin: str
-    unit: str = ""
-    reason: str | None = None
-    note: str | None = None
-    limits_path: bool = False
-
-    @property
-    def known(self) -> bool:
-        """True when the value was read."""
-        return self.value is not None
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict with every field."""
-        return {
-            "name": self.name,
-            "value": self.value,
-            "unit": self.unit,
-            "origin": self.origin,
-            "reason": self.reason,
-            "note": self.note,
-            "limits_path": self.limits_path,
-        }
 
 
 def _frozen(data: Mapping[str, Any] | None) -> Mapping[str, Any]:

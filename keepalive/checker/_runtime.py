@@ -15,12 +15,12 @@ from collections.abc import Mapping
 from typing import Final
 
 from keepalive._log import get_logger
+from keepalive._path._kubeproxy import ENV_KUBE_PROXY_CONFIG, read_kube_proxy_file
+from keepalive._path._middleboxes import MIDDLEBOXES, parse_middleboxes
+from keepalive._path._proc import COUNT, ESTABLISHED, default_proc_root, detect_namespace, read_sysctl
 from keepalive._policy import ENV_PATH_TIMEOUT, Policy
 from keepalive.checker._check import ENV_MIDDLEBOX, conntrack_limits_path, parse_path_timeout, run_check
-from keepalive.checker._kubeproxy import ENV_KUBE_PROXY_CONFIG, read_kube_proxy_file
-from keepalive.checker._middleboxes import MIDDLEBOXES, parse_middleboxes
 from keepalive.checker._model import Severity
-from keepalive.checker._sources import COUNT, ESTABLISHED, default_proc_root, detect_namespace, read_sysctl
 
 __all__ = ["detected_path_timeout", "reset", "run_once"]
 

@@ -16,8 +16,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from keepalive.checker._parse import decode_text, describe, parse_duration
-from keepalive.checker._sources import read_bytes
+from keepalive._path._parse import decode_text, describe, parse_duration
+from keepalive._path._proc import read_bytes
 
 __all__ = [
     "ENV_KUBE_PROXY_CONFIG",

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from keepalive.checker._model import Source
-from keepalive.checker._parse import NfStat, decode_text, parse_int, parse_nf_stat
+from keepalive._path._parse import NfStat, decode_text, parse_int, parse_nf_stat
+from keepalive._path._source import Source
 
 __all__ = [
     "ENV_PROC_ROOT",
