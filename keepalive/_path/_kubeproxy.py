@@ -1,22 +1,49 @@
-"""kube-proxy's configuration: a KubeProxyConfiguration file (YAML or JSON) or its ``/configz`` on loopback.
+"""kube-proxy as it really runs: its configuration file, the flags it was started with, its ``/configz``.
 
-Field paths vary between versions, so lookup is tolerant: keys match case-insensitively (``/configz`` of some
-versions prints Go field names such as ``TCPEstablishedTimeout``), ``conntrack`` is looked for at the top and
-under ``linux``, and a wrapper such as ``{"kubeproxy.config.k8s.io": {...}}`` (``/configz``) or a kubeadm
-ConfigMap (``data: {config.conf: ...}``) is unwrapped. Nothing here raises for bad input.
+``--kube-proxy-config`` takes a KubeProxyConfiguration (YAML or JSON, any version), a ConfigMap (any data key),
+a multi-document file, a DaemonSet/Pod/Deployment manifest (its kube-proxy container's command and args, and the
+``--config`` file they name: from a ConfigMap in the same file or a hostPath on this host), a file holding a
+command line, or a copy of ``/proc/<pid>/cmdline``. :func:`discover_kube_proxy` finds a running kube-proxy
+through ``<proc root>/*/cmdline`` (a hostPID DaemonSet sees the node's processes). Nothing here raises for bad
+input: every reader returns ``(KubeProxy, None)`` or ``(None, reason)``.
+
+Flags and ``--config``: kube-proxy replaces its whole flag-built configuration with the file when ``--config`` is
+given (``Options.Complete`` in ``cmd/kube-proxy/app/options.go``: ``o.config = c``; only logging flags and
+``--hostname-override`` survive), so with ``--config`` the conntrack, IPVS and mode flags are ignored, and we
+ignore them too, with a note saying so. Without ``--config`` each flag overrides kube-proxy's default.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import ipaddress
-import json
+import os
 import socket
+import time
 import urllib.parse
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Final
 
-from keepalive._path._parse import decode_text, describe, parse_duration
+from keepalive._path._kubeconfig import (
+    IPVS_KERNEL_TCP_TIMEOUT,
+    KubeProxy,
+    documents,
+    from_config,
+    from_flags,
+    load_text,
+    unwrap_config,
+)
+from keepalive._path._kubeflags import (
+    command_argv,
+    kube_proxy_argv,
+    looks_like_command_line,
+    nul_argv,
+    parse_flags,
+)
+from keepalive._path._kubemanifest import config_map_text, find_container, locate_config
+from keepalive._path._parse import decode_text
 from keepalive._path._proc import read_bytes
 
 __all__ = [
@@ -24,6 +51,7 @@ __all__ = [
     "IPVS_KERNEL_TCP_TIMEOUT",
     "KubeProxy",
     "NotLoopback",
+    "discover_kube_proxy",
     "fetch_configz",
     "loopback_url",
     "parse_kube_proxy",
@@ -31,234 +59,194 @@ __all__ = [
 ]
 
 ENV_KUBE_PROXY_CONFIG: Final = "KEEPALIVE_KUBE_PROXY_CONFIG"
-#: The kernel's IPVS TCP timeout, used by kube-proxy when ipvs.tcpTimeout is 0 (the default).
-IPVS_KERNEL_TCP_TIMEOUT: Final = 900
-#: kube-proxy's defaults (v1alpha1 defaulting), used for fields a config file leaves out.
+#: kube-proxy's defaults for the established and close-wait timeouts (kept for callers of 0.1).
 DEFAULT_ESTABLISHED: Final = 86400.0
 DEFAULT_CLOSE_WAIT: Final = 3600.0
 CONFIG_LIMIT: Final = 4 * 1024 * 1024
-YAML_HINT: Final = (
-    "the file is YAML and reading YAML needs PyYAML: pip install 'tcp-keepalive[yaml]' (or give the file as JSON)"
+#: Discovery's bounds: /proc entries looked at, bytes of one cmdline, bytes of all cmdlines together.
+MAX_PROC_ENTRIES: Final = 100_000
+CMDLINE_LIMIT: Final = 256 * 1024
+CMDLINE_BUDGET: Final = 32 * 1024 * 1024
+NOT_FOUND: Final = (
+    "no KubeProxyConfiguration found (no conntrack, mode or ipvs fields, no kube-proxy container, no kube-proxy "
+    "command line)"
 )
 
-
-@dataclass(frozen=True, slots=True)
-class KubeProxy:
-    """What the checker takes from a KubeProxyConfiguration. Durations are seconds; None = not given/unreadable.
-
-    ``defaulted`` names the fields that were absent and took kube-proxy's default; ``problems`` lists fields that
-    were present but unreadable, with the reason.
-    """
-
-    origin: str
-    mode: str | None = None
-    tcp_established_timeout: float | None = None
-    tcp_close_wait_timeout: float | None = None
-    tcp_be_liberal: bool | None = None
-    max_per_core: int | None = None
-    min: int | None = None
-    ipvs_tcp_timeout: float | None = None
-    defaulted: tuple[str, ...] = ()
-    problems: tuple[str, ...] = field(default=())
-
-    @property
-    def effective_mode(self) -> str:
-        """The proxy mode; an empty or missing mode is kube-proxy's default on Linux, ``iptables``."""
-        return (self.mode or "iptables").lower()
-
-    @property
-    def ipvs_timeout(self) -> float | None:
-        """In IPVS mode: the idle timeout of IPVS connections (``ipvs.tcpTimeout``, 0 = the kernel's 900 s)."""
-        if self.effective_mode != "ipvs":
-            return None
-        if not self.ipvs_tcp_timeout:
-            return float(IPVS_KERNEL_TCP_TIMEOUT)
-        return self.ipvs_tcp_timeout
+ReadConfig = Callable[[str], tuple[KubeProxy | None, str | None]]
 
 
-def _norm(key: object) -> str:
-    return str(key).lower().replace("_", "").replace("-", "")
-
-
-def _get(mapping: object, *names: str) -> Any:
-    """``mapping[name]`` for the first name that matches case-insensitively (ignoring ``_``/``-``), else None."""
-    if not isinstance(mapping, Mapping):
-        return None
-    wanted = [_norm(name) for name in names]
-    index = {_norm(key): value for key, value in mapping.items()}
-    for name in wanted:
-        if name in index:
-            return index[name]
-    return None
-
-
-_MARKERS: Final = ("conntrack", "linux", "mode", "ipvs")
-
-
-def _looks_like_config(obj: object) -> bool:
-    return isinstance(obj, Mapping) and any(_get(obj, marker) is not None for marker in _MARKERS)
-
-
-def _unwrap(obj: object, depth: int = 0) -> Mapping[str, Any] | None:
-    """Find the KubeProxyConfiguration mapping in ``obj`` (``/configz`` wrapper, kubeadm ConfigMap, plain)."""
-    if depth > 3 or not isinstance(obj, Mapping):
-        return None
-    kind = _get(obj, "kind")
-    kind = kind.strip().lower() if isinstance(kind, str) else ""
-    if kind and kind not in {"configmap", "kubeproxyconfiguration"}:
-        return None  # another document of a kubeadm configuration file
-    if kind == "configmap":
-        data = _get(obj, "data")
-        if isinstance(data, Mapping):
-            for value in data.values():
-                if isinstance(value, str):
-                    inner, _ = _load_text(value)
-                    for doc in _documents(inner):
-                        found = _unwrap(doc, depth + 1)
-                        if found is not None:
-                            return found
-        return None
-    if kind == "kubeproxyconfiguration" or _looks_like_config(obj):
-        return obj
-    wrapped = [value for value in obj.values() if isinstance(value, Mapping)]
-    if len(obj) == 1 and len(wrapped) == 1:
-        return _unwrap(wrapped[0], depth + 1)
-    return None
-
-
-def _documents(loaded: object) -> Iterator[object]:
-    if isinstance(loaded, list) and loaded and all(isinstance(d, Mapping | type(None)) for d in loaded):
-        yield from (doc for doc in loaded if doc is not None)
-    elif loaded is not None:
-        yield loaded
-
-
-def _load_text(text: str) -> tuple[object, str | None]:
-    """JSON when the text is JSON, else YAML (all documents) when PyYAML is installed."""
-    stripped = text.lstrip()
-    json_reason = ""
-    if stripped.startswith(("{", "[")):
-        try:
-            return json.loads(stripped), None
-        except (ValueError, RecursionError) as exc:
-            json_reason = f"not valid JSON: {exc}"
-    try:
-        import yaml
-    except ImportError:
-        return None, json_reason or YAML_HINT
-    try:
-        docs: list[object] = list(yaml.safe_load_all(text))
-    except (yaml.YAMLError, ValueError, RecursionError, TypeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return None, json_reason or f"not valid YAML: {first}"
-    if len(docs) == 1:
-        return docs[0], None
-    return docs, None
-
-
-def _seconds(conntrack: object, key: str, problems: list[str], prefix: str) -> float | None:
-    raw = _get(conntrack, key)
-    if raw is None:
-        return None
-    value, reason = parse_duration(raw)
+def _config_only(text: str, origin: str) -> tuple[KubeProxy | None, str | None]:
+    """A ``--config`` file: kube-proxy accepts only a KubeProxyConfiguration there."""
+    loaded, reason = load_text(text)
     if reason:
-        problems.append(f"{prefix}{key}: {reason}")
-        return None
-    if value is not None and value < 0:
-        problems.append(f"{prefix}{key}: negative duration {raw!r}")
-        return None
-    return value
+        return None, reason
+    for doc in documents(loaded):
+        root, _ = unwrap_config(doc)
+        if root is not None:
+            return from_config(root, origin), None
+    return None, "not a KubeProxyConfiguration"
 
 
-def _int(mapping: object, key: str, problems: list[str], prefix: str) -> int | None:
-    raw = _get(mapping, key)
-    if raw is None:
-        return None
-    if isinstance(raw, bool) or not isinstance(raw, int):
-        if isinstance(raw, str) and raw.strip().isdigit() and len(raw.strip()) <= 20:
-            return int(raw.strip())
-        problems.append(f"{prefix}{key}: expected a whole number, got {describe(repr(raw))}")
-        return None
-    return raw
+def _read_config_file(path: str) -> tuple[KubeProxy | None, str | None]:
+    data, reason = read_bytes(path, CONFIG_LIMIT)
+    if data is None:
+        return None, f"{path}: {reason}"
+    text, reason = decode_text(data)
+    if text is None:
+        return None, f"{path}: {reason}"
+    proxy, reason = _config_only(text, path)
+    return proxy, (f"{path}: {reason}" if reason else None)
 
 
-def _bool(mapping: object, key: str, problems: list[str], prefix: str) -> bool | None:
-    raw = _get(mapping, key)
-    if raw is None:
-        return None
-    if isinstance(raw, bool):
-        return raw
-    if isinstance(raw, str) and raw.strip().lower() in {"true", "false"}:
-        return raw.strip().lower() == "true"
-    problems.append(f"{prefix}{key}: expected true or false, got {describe(repr(raw))}")
-    return None
+def _from_argv(flags_argv: Sequence[str], origin: str, read_config: ReadConfig) -> tuple[KubeProxy | None, str | None]:
+    """kube-proxy's flags; with ``--config`` the file they name decides (see the module's docstring)."""
+    flags = parse_flags(flags_argv)
+    if flags.config is None:
+        return from_flags(flags, origin), None
+    if not flags.config:
+        return None, f"{origin}: --config is empty; kube-proxy refuses to start with it"
+    proxy, reason = read_config(flags.config)
+    if proxy is None:
+        return None, (
+            f"{origin} runs kube-proxy with --config {flags.config}, which cannot be read here ({reason}); "
+            "give that file (or its ConfigMap) with --kube-proxy-config"
+        )
+    notes = [*proxy.notes, f"the configuration file named by --config {flags.config} in {origin}"]
+    ignored = flags.given()
+    if ignored:
+        notes.append(f"{' '.join(ignored)} ignored: kube-proxy ignores these flags when --config is given")
+    refused = (*proxy.refused, *(f"{text}; kube-proxy refuses to start with it" for text in flags.refused))
+    return dataclasses.replace(proxy, notes=tuple(notes), refused=refused), None
+
+
+def _read_local(path: str) -> tuple[KubeProxy | None, str | None]:
+    return _read_config_file(path)
+
+
+def _parse(
+    text: str, origin: str, apply_defaults: bool, read_config: ReadConfig
+) -> tuple[KubeProxy | None, str | None]:
+    if looks_like_command_line(text):
+        argv = command_argv(text)
+        if argv is None:
+            return None, "a command line that cannot be split (an unclosed quote)"
+        flags = kube_proxy_argv(argv)
+        return _from_argv(argv if flags is None else flags, origin, read_config)
+    loaded, reason = load_text(text)
+    if reason:
+        return None, reason
+    docs = list(documents(loaded))
+    for doc in docs:  # a workload runs kube-proxy: its command line decides, whatever else the file holds
+        found = find_container(doc)
+        if found is None:
+            continue
+        where = f"{origin} ({found.label})"
+
+        def from_volume(path: str, found: Any = found, where: str = where) -> tuple[KubeProxy | None, str | None]:
+            location = locate_config(found, path)
+            if location.kind == "configmap":
+                inner = config_map_text(docs, location)
+                if inner is None:
+                    return None, (
+                        f"it is key {location.key!r} of ConfigMap {location.name!r}, which is not in {origin} "
+                        f"(kubectl -n kube-system get configmap {location.name} -o yaml)"
+                    )
+                return _config_only(inner, f"{origin} (ConfigMap {location.name}, key {location.key})")
+            if location.kind == "hostpath":
+                return _read_config_file(location.path)
+            return None, location.reason
+
+        return _from_argv(found.flags, where, from_volume)
+    hint = None
+    for doc in docs:
+        root, why = unwrap_config(doc)
+        if root is not None:
+            return from_config(root, origin, apply_defaults=apply_defaults), None
+        hint = hint or why
+    return None, hint or NOT_FOUND
 
 
 def parse_kube_proxy(text: str, origin: str, *, apply_defaults: bool = True) -> tuple[KubeProxy | None, str | None]:
-    """Parse a KubeProxyConfiguration (YAML, JSON, a ``/configz`` body or a kubeadm ConfigMap).
+    """Parse any shape ``--kube-proxy-config`` takes (see the module's docstring), or a ``/configz`` body.
 
-    With ``apply_defaults`` (a file), absent conntrack timeouts take kube-proxy's defaults (24 h established,
-    1 h close-wait), as kube-proxy itself does; ``/configz`` shows the values in force, so it needs none.
+    With ``apply_defaults`` (a file), absent or ``null`` fields take kube-proxy's defaults and bad values are
+    listed in ``refused``; ``/configz`` shows the values in force, so it needs neither.
     """
-    loaded, reason = _load_text(text)
-    if reason:
-        return None, reason
-    root = None
-    for doc in _documents(loaded):
-        root = _unwrap(doc)
-        if root is not None:
-            break
-    if root is None:
-        return None, "no KubeProxyConfiguration found (no conntrack, mode or ipvs fields)"
-    problems: list[str] = []
-    conntrack = _get(_get(root, "linux"), "conntrack")
-    prefix = "linux.conntrack."
-    if conntrack is None:
-        conntrack = _get(root, "conntrack")
-        prefix = "conntrack."
-    if conntrack is not None and not isinstance(conntrack, Mapping):
-        problems.append(f"{prefix.rstrip('.')}: expected a mapping, got {type(conntrack).__name__}")
-        conntrack = None
-    established = _seconds(conntrack, "tcpEstablishedTimeout", problems, prefix)
-    close_wait = _seconds(conntrack, "tcpCloseWaitTimeout", problems, prefix)
-    defaulted: list[str] = []
-    if apply_defaults and _get(conntrack, "tcpEstablishedTimeout") is None:
-        established = DEFAULT_ESTABLISHED
-        defaulted.append("tcpEstablishedTimeout")
-    if apply_defaults and _get(conntrack, "tcpCloseWaitTimeout") is None:
-        close_wait = DEFAULT_CLOSE_WAIT
-        defaulted.append("tcpCloseWaitTimeout")
-    mode = _get(root, "mode")
-    if mode is not None and not isinstance(mode, str):
-        problems.append(f"mode: expected a string, got {describe(repr(mode))}")
-        mode = None
-    ipvs = _get(root, "ipvs")
-    return (
-        KubeProxy(
-            origin=origin,
-            mode=mode or None,
-            tcp_established_timeout=established,
-            tcp_close_wait_timeout=close_wait,
-            tcp_be_liberal=_bool(conntrack, "tcpBeLiberal", problems, prefix),
-            max_per_core=_int(conntrack, "maxPerCore", problems, prefix),
-            min=_int(conntrack, "min", problems, prefix),
-            ipvs_tcp_timeout=_seconds(ipvs, "tcpTimeout", problems, "ipvs."),
-            defaulted=tuple(defaulted),
-            problems=tuple(problems),
-        ),
-        None,
-    )
+    return _parse(text, origin, apply_defaults, _read_local)
 
 
 def read_kube_proxy_file(path: str) -> tuple[KubeProxy | None, str | None]:
-    """Read and parse a KubeProxyConfiguration file; (None, reason) when that fails."""
+    """Read and parse a file of any shape ``--kube-proxy-config`` takes; (None, reason) when that fails."""
     data, reason = read_bytes(path, CONFIG_LIMIT)
     if data is None:
         return None, reason
+    argv = nul_argv(data) if b"\x00" in data else None
+    if argv is not None:  # a copy of /proc/<pid>/cmdline
+        flags = kube_proxy_argv(argv)
+        if flags is None:
+            return None, "NUL-separated words, but not a kube-proxy command line"
+        return _from_argv(flags, path, _read_local)
     text, reason = decode_text(data)
     if text is None:
         return None, reason
     return parse_kube_proxy(text, path)
+
+
+def _runs_kube_proxy(argv: Sequence[str]) -> list[str] | None:
+    """The flags when the process itself is kube-proxy (not a wrapper such as go-runner that starts it)."""
+    if not argv:
+        return None
+    if os.path.basename(argv[0]) == "kube-proxy":
+        return list(argv[1:])
+    if os.path.basename(argv[0]) == "hyperkube" and len(argv) > 1 and argv[1] in ("kube-proxy", "proxy"):
+        return list(argv[2:])
+    return None
+
+
+def discover_kube_proxy(proc_root: str) -> tuple[KubeProxy | None, str | None]:
+    """Find a running kube-proxy through ``<proc_root>/<pid>/cmdline`` and read its flags and ``--config`` file.
+
+    The ``--config`` path is in kube-proxy's mount namespace, so it is read through ``<proc_root>/<pid>/root``
+    when that exists. Returns (None, None) when no kube-proxy runs, (None, reason) when one runs but can't be
+    read (or the search stopped at its bounds); with several, the lowest pid is read.
+    """
+    root = Path(proc_root)
+    pids: list[int] = []
+    truncated = False
+    try:
+        with os.scandir(root) as entries:
+            for count, entry in enumerate(entries):
+                if count >= MAX_PROC_ENTRIES:
+                    truncated = True
+                    break
+                if entry.name.isdigit() and entry.name.isascii():
+                    pids.append(int(entry.name))
+    except (OSError, ValueError) as exc:
+        return None, f"cannot list the processes in {proc_root}: {exc.strerror or exc}"  # type: ignore[union-attr]
+    budget = CMDLINE_BUDGET
+    for pid in sorted(pids):
+        data, _ = read_bytes(root / str(pid) / "cmdline", CMDLINE_LIMIT)
+        if not data:
+            continue  # gone, a kernel thread, unreadable, or too long to be kube-proxy's
+        budget -= len(data)
+        flags = _runs_kube_proxy(nul_argv(data) or [])
+        if flags is not None:
+            return _from_argv(flags, f"kube-proxy process {pid}", functools.partial(_read_in, root, pid))
+        if budget <= 0:
+            truncated = True
+            break
+    if truncated:
+        return None, f"stopped looking for kube-proxy in {proc_root} at the scan's bounds (too many processes)"
+    return None, None
+
+
+def _read_in(root: Path, pid: int, path: str) -> tuple[KubeProxy | None, str | None]:
+    """A file as process ``pid`` sees it: through ``<root>/<pid>/root`` (its mount namespace) when that exists."""
+    process = root / str(pid)
+    base = process / ("root" if path.startswith("/") else "cwd")
+    if os.path.isdir(base):
+        return _read_config_file(str(base / path.lstrip("/")))
+    return _read_config_file(path)
 
 
 class NotLoopback(ValueError):
@@ -305,34 +293,93 @@ def loopback_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts)
 
 
+class _Buffered:
+    """Enough of a socket for ``http.client.HTTPResponse`` to parse a response already read."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def makefile(self, mode: str, *args: Any, **kwargs: Any) -> Any:
+        import io
+
+        return io.BytesIO(self.data)
+
+
+def _get(target: str, timeout: float) -> tuple[int, str, bytes]:
+    """GET ``target`` (HTTP/1.0, no proxies, no redirects) within ``timeout`` seconds in total.
+
+    Every wait (connect, TLS, each read) gets only the time left, so a server that sends one byte a second
+    cannot hold the caller past the deadline. Raises TimeoutError, OSError or ValueError.
+    """
+    import http.client
+
+    deadline = time.monotonic() + timeout
+    parts = urllib.parse.urlsplit(target)
+
+    def left() -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        return remaining
+
+    default_port = 443 if parts.scheme == "https" else 80
+    sock = socket.create_connection((parts.hostname or "", parts.port or default_port), timeout=left())
+    try:
+        if parts.scheme == "https":
+            import ssl
+
+            sock.settimeout(left())
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=parts.hostname)
+        path = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+        host = parts.netloc.rpartition("@")[2]
+        sock.settimeout(left())
+        sock.sendall(
+            f"GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: application/json\r\nConnection: close\r\n\r\n".encode()
+        )
+        chunks: list[bytes] = []
+        size = 0
+        while size <= CONFIG_LIMIT + 65536:
+            sock.settimeout(left())
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        sock.close()
+    response = http.client.HTTPResponse(_Buffered(b"".join(chunks)))  # type: ignore[arg-type]
+    try:
+        response.begin()
+        body = response.read()
+    except (http.client.HTTPException, ValueError) as exc:
+        raise ValueError(f"not an HTTP response ({type(exc).__name__})") from None
+    return response.status, response.reason, body
+
+
 def fetch_configz(url: str, timeout: float = 3.0) -> tuple[KubeProxy | None, str | None]:
-    """GET kube-proxy's ``/configz`` on loopback (no proxies, no redirects) and parse it.
+    """GET kube-proxy's ``/configz`` on loopback (no proxies, no redirects) and parse it. ``timeout`` is a total
+    deadline for connecting, the headers and the body.
 
     Raises:
         NotLoopback: the URL is not on loopback (checked before any connection is made).
     """
-    import urllib.error
-    import urllib.request  # here, not at the top: `import keepalive` stays light
-
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-            return None  # a redirect could lead off loopback
-
     target = loopback_url(url)
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), NoRedirect)
-    request = urllib.request.Request(target, headers={"Accept": "application/json"})
     try:
-        with opener.open(request, timeout=timeout) as response:
-            data = response.read(CONFIG_LIMIT + 1)
-    except urllib.error.HTTPError as exc:
-        return None, f"HTTP {exc.code} {exc.reason} from {target}"
-    except urllib.error.URLError as exc:
-        return None, f"cannot reach {target}: {exc.reason}"
-    except (OSError, ValueError) as exc:
+        status, reason, data = _get(target, timeout)
+    except TimeoutError:
+        return None, f"no complete answer from {target} within {timeout:g} s"
+    except ConnectionRefusedError:
+        return None, f"cannot reach {target}: connection refused"
+    except OSError as exc:
+        return None, f"cannot reach {target}: {exc.strerror or exc}"
+    except ValueError as exc:
         return None, f"cannot read {target}: {exc}"
+    if status != 200:
+        extra = " (redirects are not followed)" if 300 <= status < 400 else ""
+        return None, f"HTTP {status} {reason} from {target}{extra}"
     if len(data) > CONFIG_LIMIT:
         return None, f"response larger than {CONFIG_LIMIT} bytes"
-    text, reason = decode_text(data)
+    text, why = decode_text(data)
     if text is None:
-        return None, reason
+        return None, why
     return parse_kube_proxy(text, target, apply_defaults=False)
