@@ -238,7 +238,9 @@ def parse_flags(argv: Sequence[str]) -> KubeFlags:
 
 
 _PROGRAMS: Final = ("kube-proxy",)
-_MULTI_CALL: Final = ("hyperkube",)  # hyperkube kube-proxy ... / hyperkube proxy ...
+_MULTI_CALL: Final = ("hyperkube",)
+#: Programs that start kube-proxy from their arguments (a shell's -c string, kops' go-runner, env, nsenter).
+_WRAPPERS: Final = frozenset({"sh", "bash", "dash", "ash", "go-runner", "env", "exec", "nsenter"})  # hyperkube kube-proxy ... / hyperkube proxy ...
 
 
 def _is_program(word: str) -> bool:
@@ -285,6 +287,8 @@ def looks_like_command_line(text: str) -> bool:
     if match is None:
         return False
     first = match.group(1).strip("'\"")
+    if os.path.basename(first) in _WRAPPERS:
+        return "kube-proxy" in text[:65536]
     return bool(_is_program(first) or os.path.basename(first) in _MULTI_CALL or re.match(r"--[a-z]", first))
 
 

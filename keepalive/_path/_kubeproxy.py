@@ -148,8 +148,8 @@ def _parse(
                 inner = config_map_text(docs, location)
                 if inner is None:
                     return None, (
-                        f"it is key {location.key!r} of ConfigMap {location.name!r}, which is not in {origin} "
-                        f"(kubectl -n kube-system get configmap {location.name} -o yaml)"
+                        f"it is key {location.key!r} of ConfigMap {location.name!r}, which this file does not hold: "
+                        f"kubectl -n <namespace> get configmap {location.name} -o yaml"
                     )
                 return _config_only(inner, f"{origin} (ConfigMap {location.name}, key {location.key})")
             if location.kind == "hostpath":
