@@ -344,7 +344,7 @@ def from_flags(flags: KubeFlags, origin: str) -> KubeProxy:
         key = path.rpartition(".")[2]
         raw = flags.values.get(name)
         if raw is None:
-            if key != "mode":
+            if key != "mode" and name not in flags.missing:
                 reader.default(key)
             continue
         where = f"--{name}={raw}"

@@ -193,11 +193,13 @@ _OTHER_BOOLS: Final = frozenset(
 @dataclass(frozen=True, slots=True)
 class KubeFlags:
     """What a kube-proxy command line says: ``values`` maps a FLAGS name to its last raw value (``"true"`` for a
-    bare boolean); ``config`` is the ``--config`` path; ``refused`` lists what pflag itself would reject."""
+    bare boolean); ``config`` is the ``--config`` path; ``refused`` lists what pflag itself would reject (``missing``:
+    the flags among them that lack their value)."""
 
     values: dict[str, str] = field(default_factory=dict)
     config: str | None = None
     refused: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
 
     def given(self) -> list[str]:
         """``--name=value`` texts of the flags that matter, in FLAGS order, for messages."""
@@ -208,6 +210,7 @@ def parse_flags(argv: Sequence[str]) -> KubeFlags:
     """Read kube-proxy's flags from ``argv`` (without the program name) as pflag does."""
     values: dict[str, str] = {}
     refused: list[str] = []
+    missing: list[str] = []
     config: str | None = None
     index = 0
     while index < len(argv):
@@ -229,12 +232,13 @@ def parse_flags(argv: Sequence[str]) -> KubeFlags:
                 index += 1
             elif takes_value:
                 refused.append(f"--{name}: flag needs an argument")
+                missing.append(name)
                 continue
         if name == "config":
             config = value
         elif name in FLAGS:
             values[name] = value
-    return KubeFlags(values=values, config=config, refused=tuple(refused))
+    return KubeFlags(values=values, config=config, refused=tuple(refused), missing=tuple(missing))
 
 
 _PROGRAMS: Final = ("kube-proxy",)
