@@ -177,28 +177,63 @@ def test_be_liberal_in_kube_proxy_turns_the_invalid_warning_into_info(tmp_path: 
         ("{not json", "not valid"),
         ("just: [unclosed", "not valid YAML"),
         ("- a\n- b\n", "no KubeProxyConfiguration"),
-        ("kind: KubeProxyConfiguration\nconntrack: 5\n", None),
     ],
 )
-def test_bad_config_files_are_reported_not_raised(tmp_path: Path, text: str, reason: str | None) -> None:
+def test_bad_config_files_are_reported_not_raised(tmp_path: Path, text: str, reason: str) -> None:
     config = write(tmp_path, "kp.yaml", text)
     report = keepalive.check(proc_root=make_proc(tmp_path / "proc"), policy=POLICY, kube_proxy_config=config)
-    if reason is None:
-        finding = next(f for f in report.findings if f.code == "kube-proxy-field-unreadable")
-        assert "conntrack" in finding.message
-    else:
-        finding = next(f for f in report.findings if f.code == "kube-proxy-unreadable")
-        assert reason in finding.message
+    finding = next(f for f in report.findings if f.code == "kube-proxy-unreadable")
+    assert reason in finding.message
 
 
-def test_bad_durations_are_field_problems(tmp_path: Path) -> None:
+def test_values_kube_proxy_refuses_are_not_used_as_path_timeouts(tmp_path: Path) -> None:
+    """A bare number where kube-proxy wants a duration string: kube-proxy would not start with it, so it is
+    listed in KubeProxy.refused (tests/test_kubeproxy_shapes.py) and never becomes the path timeout."""
     text = V1ALPHA1_YAML.replace("2h0m0s", "86400").replace("maxPerCore: 32768", "maxPerCore: lots")
     config = write(tmp_path, "kp.yaml", text)
-    report = keepalive.check(proc_root=make_proc(tmp_path / "proc"), policy=POLICY, kube_proxy_config=config)
-    problems = [f.message for f in report.findings if f.code == "kube-proxy-field-unreadable"]
-    assert any("tcpEstablishedTimeout" in p and "unit" in p for p in problems)
-    assert any("maxPerCore" in p for p in problems)
+    report = keepalive.check(
+        proc_root=make_proc(tmp_path / "proc", {"net.netfilter.nf_conntrack_tcp_timeout_established": 7000}),
+        policy=POLICY,
+        kube_proxy_config=config,
+    )
     assert source(report, "kube-proxy conntrack.tcpEstablishedTimeout").value is None
+    assert source(report, "kube-proxy conntrack.maxPerCore").value is None
+    assert report.path_timeout == 7000  # the node's sysctl, not 86400
+
+
+def test_kube_proxy_run_by_flags_limits_the_path(tmp_path: Path) -> None:
+    """The issue's command line: it used to yield "no KubeProxyConfiguration found" and only the sysctl."""
+    config = write(tmp_path, "kube-proxy.cmdline", "--proxy-mode=ipvs --conntrack-tcp-timeout-established=1h0m0s\n")
+    report = keepalive.check(proc_root=make_proc(tmp_path / "proc"), policy=POLICY, kube_proxy_config=config)
+    assert source(report, "kube-proxy mode").value == "ipvs"
+    assert source(report, "kube-proxy conntrack.tcpEstablishedTimeout").value == 3600
+    assert source(report, "kube-proxy ipvs.tcpTimeout").value == 900
+    assert report.path_timeout == 900
+
+
+def test_kubeadm_configmap_nulls_are_kube_proxy_defaults_not_unknown(tmp_path: Path) -> None:
+    config = str(Path(__file__).parent / "data" / "kube-proxy" / "kubeadm-configmap.yaml")
+    report = keepalive.check(proc_root=make_proc(tmp_path / "proc"), policy=POLICY, kube_proxy_config=config)
+    assert source(report, "kube-proxy conntrack.tcpEstablishedTimeout").value == 86400
+    assert source(report, "kube-proxy conntrack.maxPerCore").value == 32768
+    assert source(report, "kube-proxy conntrack.min").value == 131072
+    assert source(report, "kube-proxy conntrack.tcpBeLiberal").value is False
+
+
+def test_json_configmap_without_pyyaml_gives_the_hint_in_the_report(tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['yaml'] = None\n"
+        "import keepalive\n"
+        f"report = keepalive.check(proc_root={str(make_proc(tmp_path / 'proc'))!r}, "
+        f"policy=keepalive.Policy(idle=60, interval=10, count=5), "
+        f"kube_proxy_config={str(Path(__file__).parent / 'data' / 'kube-proxy' / 'kubeadm-configmap.json')!r})\n"
+        "print(next(f.message for f in report.findings if f.code == 'kube-proxy-unreadable'))\n"
+    )
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "pip install 'tcp-keepalive[yaml]'" in out
+    assert "no KubeProxyConfiguration" not in out
 
 
 def test_missing_config_file_is_a_warning(tmp_path: Path) -> None:
