@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -277,6 +276,8 @@ def kube_proxy_argv(argv: Sequence[str]) -> list[str] | None:
 def command_argv(text: str) -> list[str] | None:
     """Split a command line as a POSIX shell would (quotes, ``\\`` line continuations, ``#`` comments); None when
     it can't be split (an unclosed quote)."""
+    import shlex  # here: only a command-line file needs it
+
     try:
         return shlex.split(text.replace("\\\r\n", " ").replace("\\\n", " "), comments=True)
     except ValueError:
