@@ -220,20 +220,23 @@ def test_kubeadm_configmap_nulls_are_kube_proxy_defaults_not_unknown(tmp_path: P
     assert source(report, "kube-proxy conntrack.tcpBeLiberal").value is False
 
 
-def test_json_configmap_without_pyyaml_gives_the_hint_in_the_report(tmp_path: Path) -> None:
+def test_json_configmap_is_read_without_pyyaml(tmp_path: Path) -> None:
+    """kubectl -o json of kubeadm's ConfigMap needs no PyYAML: neither the hint nor "no KubeProxyConfiguration"."""
     code = (
         "import sys; sys.modules['yaml'] = None\n"
         "import keepalive\n"
         f"report = keepalive.check(proc_root={str(make_proc(tmp_path / 'proc'))!r}, "
         f"policy=keepalive.Policy(idle=60, interval=10, count=5), "
         f"kube_proxy_config={str(Path(__file__).parent / 'data' / 'kube-proxy' / 'kubeadm-configmap.json')!r})\n"
-        "print(next(f.message for f in report.findings if f.code == 'kube-proxy-unreadable'))\n"
+        "print([f.code for f in report.findings if f.code.startswith('kube-proxy-')])\n"
+        "print(next(s.value for s in report.sources if s.name == 'kube-proxy conntrack.maxPerCore'))\n"
     )
     import subprocess
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "pip install 'tcp-keepalive[yaml]'" in out
-    assert "no KubeProxyConfiguration" not in out
+    codes_line, max_per_core = out.splitlines()
+    assert "kube-proxy-unreadable" not in codes_line
+    assert max_per_core == "32768"
 
 
 def test_missing_config_file_is_a_warning(tmp_path: Path) -> None:

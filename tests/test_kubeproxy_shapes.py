@@ -4,7 +4,6 @@ tests/data/kube-proxy, flags and their precedence, null fields, truncated durati
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -43,20 +42,6 @@ def test_kubeadm_configmap_with_null_conntrack_fields_means_kube_proxy_s_default
     assert set(ALL_DEFAULTS) <= set(proxy.defaulted)
     assert "tcpBeLiberal" not in proxy.defaulted  # the file says false
     assert proxy.problems == proxy.refused == ()
-
-
-def test_kubeadm_json_configmap_without_pyyaml_gives_the_pyyaml_hint() -> None:
-    """JSON needs no PyYAML, but the config inside the ConfigMap is YAML: the hint, not "no configuration"."""
-    code = (
-        "import sys; sys.modules['yaml'] = None\n"
-        "from keepalive._path._kubeproxy import read_kube_proxy_file\n"
-        f"proxy, reason = read_kube_proxy_file({str(DATA / 'kubeadm-configmap.json')!r})\n"
-        "print(proxy is None, reason)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.startswith("True ")
-    assert "pip install 'tcp-keepalive[yaml]'" in out
-    assert "no KubeProxyConfiguration" not in out
 
 
 def test_json_configmap_holding_json_needs_no_pyyaml(monkeypatch: pytest.MonkeyPatch) -> None:

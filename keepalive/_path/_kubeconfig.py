@@ -29,6 +29,7 @@ __all__ = [
     "from_config",
     "from_flags",
     "get",
+    "load_embedded",
     "load_text",
     "unwrap_config",
 ]
@@ -144,6 +145,20 @@ def load_text(text: str) -> tuple[object, str | None]:
     return (docs[0] if len(docs) == 1 else docs), None
 
 
+def load_embedded(text: str) -> tuple[object, str | None]:
+    """YAML text inside something the user gave without YAML (a JSON ConfigMap, a running kube-proxy's
+    ``--config`` file): PyYAML when installed, else the strict subset of :mod:`._kubeyaml`, else the hint."""
+    loaded, reason = load_text(text)
+    if reason != YAML_HINT:
+        return loaded, reason
+    from keepalive._path._kubeyaml import load_block_yaml
+
+    value, why = load_block_yaml(text)
+    if why is None:
+        return value, None
+    return None, f"{YAML_HINT}; {why}"
+
+
 def kind_of(doc: object) -> str:
     """``kind`` of a document, lower case ("" when it has none)."""
     kind = get(doc, "kind")
@@ -166,7 +181,7 @@ def unwrap_config(doc: object, depth: int = 0) -> tuple[Mapping[str, Any] | None
         for value in data.values() if isinstance(data, Mapping) else ():
             if not isinstance(value, str) or not value.strip():
                 continue
-            inner, reason = load_text(value)
+            inner, reason = load_embedded(value)
             if reason:
                 reasons.append(reason)
                 continue
@@ -176,7 +191,7 @@ def unwrap_config(doc: object, depth: int = 0) -> tuple[Mapping[str, Any] | None
                     return found, None
                 if why:
                     reasons.append(why)
-        return None, (YAML_HINT if YAML_HINT in reasons else None)
+        return None, next((reason for reason in reasons if YAML_HINT in reason), None)
     if kind == "kubeproxyconfiguration" or (not kind and _looks_like_config(doc)):
         return doc, None
     if kind:

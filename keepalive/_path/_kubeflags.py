@@ -241,9 +241,11 @@ def parse_flags(argv: Sequence[str]) -> KubeFlags:
 
 
 _PROGRAMS: Final = ("kube-proxy",)
-_MULTI_CALL: Final = ("hyperkube",)
+_MULTI_CALL: Final = ("hyperkube",)  # hyperkube kube-proxy ... / hyperkube proxy ...
 #: Programs that start kube-proxy from their arguments (a shell's -c string, kops' go-runner, env, nsenter).
-_WRAPPERS: Final = frozenset({"sh", "bash", "dash", "ash", "go-runner", "env", "exec", "nsenter"})  # hyperkube kube-proxy ... / hyperkube proxy ...
+_WRAPPERS: Final = frozenset(
+    {"sh", "bash", "dash", "ash", "go-runner", "env", "exec", "nsenter"}
+)  # hyperkube kube-proxy ... / hyperkube proxy ...
 
 
 def _is_program(word: str) -> bool:

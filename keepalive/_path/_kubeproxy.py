@@ -32,6 +32,7 @@ from keepalive._path._kubeconfig import (
     documents,
     from_config,
     from_flags,
+    load_embedded,
     load_text,
     unwrap_config,
 )
@@ -76,8 +77,9 @@ ReadConfig = Callable[[str], tuple[KubeProxy | None, str | None]]
 
 
 def _config_only(text: str, origin: str) -> tuple[KubeProxy | None, str | None]:
-    """A ``--config`` file: kube-proxy accepts only a KubeProxyConfiguration there."""
-    loaded, reason = load_text(text)
+    """A ``--config`` file: kube-proxy accepts only a KubeProxyConfiguration there. It was named by something
+    the user gave (a command line, a manifest, a running process), so its YAML is read without PyYAML too."""
+    loaded, reason = load_embedded(text)
     if reason:
         return None, reason
     for doc in documents(loaded):
