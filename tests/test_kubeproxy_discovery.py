@@ -135,11 +135,13 @@ def test_an_oversized_cmdline_is_skipped_not_read_whole(proc: Path, monkeypatch:
     assert discover_kube_proxy(str(proc)) == (None, None)
 
 
-def test_a_missing_proc_root_gives_a_reason(tmp_path: Path) -> None:
-    proxy, reason = discover_kube_proxy(str(tmp_path / "nothing"))
+@pytest.mark.parametrize("name", ["nothing", "a-file", "nul\x00byte"])
+def test_a_proc_root_that_is_not_a_directory_gives_a_reason(tmp_path: Path, name: str) -> None:
+    (tmp_path / "a-file").write_text("x")
+    proxy, reason = discover_kube_proxy(str(tmp_path / name))
     assert proxy is None
     assert reason is not None
-    assert str(tmp_path / "nothing") in reason
+    assert "cannot list the processes in" in reason
 
 
 # A child that becomes "kube-proxy" in /proc: it rewrites its own argument area (arg_start..arg_end of

@@ -290,6 +290,7 @@ def test_configz_oddities_are_problems_not_refusals() -> None:
         ("- a\n- b\n", "no KubeProxyConfiguration"),
         ("apiVersion: v1\nkind: Service\nmetadata:\n  name: x\n", "no KubeProxyConfiguration"),
         ("kube-proxy --config='unclosed\n", "cannot be split"),
+        ("kube-proxy --config=\n", "--config is empty"),
     ],
 )
 def test_unreadable_files_give_a_reason_and_never_raise(tmp_path: Path, text: str, reason: str) -> None:
@@ -299,3 +300,7 @@ def test_unreadable_files_give_a_reason_and_never_raise(tmp_path: Path, text: st
     assert proxy is None
     assert why is not None
     assert reason in why
+
+
+def test_an_empty_path_is_named_as_such() -> None:
+    assert read_kube_proxy_file("") == (None, "an empty path: name the kube-proxy configuration file")

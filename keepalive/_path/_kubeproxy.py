@@ -179,6 +179,8 @@ def parse_kube_proxy(text: str, origin: str, *, apply_defaults: bool = True) -> 
 
 def read_kube_proxy_file(path: str) -> tuple[KubeProxy | None, str | None]:
     """Read and parse a file of any shape ``--kube-proxy-config`` takes; (None, reason) when that fails."""
+    if not str(path).strip():
+        return None, "an empty path: name the kube-proxy configuration file"
     data, reason = read_bytes(path, CONFIG_LIMIT)
     if data is None:
         return None, reason
@@ -224,7 +226,7 @@ def discover_kube_proxy(proc_root: str) -> tuple[KubeProxy | None, str | None]:
                 if entry.name.isdigit() and entry.name.isascii():
                     pids.append(int(entry.name))
     except (OSError, ValueError) as exc:
-        return None, f"cannot list the processes in {proc_root}: {exc.strerror or exc}"  # type: ignore[union-attr]
+        return None, f"cannot list the processes in {proc_root}: {getattr(exc, 'strerror', None) or exc}"
     budget = CMDLINE_BUDGET
     for pid in sorted(pids):
         data, _ = read_bytes(root / str(pid) / "cmdline", CMDLINE_LIMIT)
