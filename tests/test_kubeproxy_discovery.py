@@ -234,3 +234,23 @@ def test_a_real_kube_proxy_process_is_found_under_proc(real_kube_proxy: tuple[in
     assert proxy is not None
     assert proxy.origin == f"/proc/{pid}/root{config}"
     assert proxy.tcp_established_timeout == 7200
+
+
+def test_config_path_is_not_read_from_the_host_when_the_process_root_cannot_be_followed(proc: Path) -> None:
+    """A /proc/<pid>/root we may not follow: the host's file of the same name would be another file."""
+    process(proc, 4242, "/usr/local/bin/kube-proxy", "--config=/etc/hostname")
+    (proc / "4242" / "root").symlink_to(proc / "4242" / "no-such-directory")
+    proxy, reason = discover_kube_proxy(str(proc))
+    assert proxy is None
+    assert reason is not None
+    assert "mount namespace" in reason
+
+
+def test_relative_config_path_is_read_from_the_process_s_working_directory(proc: Path) -> None:
+    directory = process(proc, 4242, "kube-proxy", "--config", "conf/kp.yaml")
+    (directory / "cwd" / "conf").mkdir(parents=True)
+    (directory / "cwd" / "conf" / "kp.yaml").write_text(CONFIG)
+    proxy, reason = discover_kube_proxy(str(proc))
+    assert reason is None
+    assert proxy is not None
+    assert proxy.ipvs_timeout == 600

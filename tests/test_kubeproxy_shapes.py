@@ -304,3 +304,10 @@ def test_unreadable_files_give_a_reason_and_never_raise(tmp_path: Path, text: st
 
 def test_an_empty_path_is_named_as_such() -> None:
     assert read_kube_proxy_file("") == (None, "an empty path: name the kube-proxy configuration file")
+
+
+def test_an_unknown_flag_does_not_swallow_the_next_flag() -> None:
+    """kube-proxy has boolean flags this reader does not know; --proxy-mode after one is still read."""
+    proxy = parse("kube-proxy --some-future-boolean --proxy-mode=ipvs --kubeconfig /etc/kubeconfig --conntrack-min 7\n")
+    assert proxy.effective_mode == "ipvs"
+    assert proxy.min == 7

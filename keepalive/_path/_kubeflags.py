@@ -226,9 +226,9 @@ def parse_flags(argv: Sequence[str]) -> KubeFlags:
         if not equals:
             if is_bool:
                 value = "true"
-            elif index < len(argv):
-                value = argv[index]
-                index += 1
+            elif index < len(argv) and (takes_value or not argv[index].startswith("-")):
+                value = argv[index]  # pflag takes the next word for a flag with a value, whatever it is; an
+                index += 1  # unknown flag may be a boolean, so a following --flag is not taken as its value
             elif takes_value:
                 refused.append(f"--{name}: flag needs an argument")
                 missing.append(name)

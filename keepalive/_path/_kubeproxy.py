@@ -250,6 +250,8 @@ def _read_in(root: Path, pid: int, path: str) -> tuple[KubeProxy | None, str | N
     base = process / ("root" if path.startswith("/") else "cwd")
     if os.path.isdir(base):
         return _read_config_file(str(base / path.lstrip("/")))
+    if os.path.lexists(base):  # the link is there but can't be followed: not the host's file of the same name
+        return None, f"cannot enter kube-proxy's mount namespace through {base} (permission denied?)"
     return _read_config_file(path)
 
 
