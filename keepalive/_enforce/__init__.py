@@ -179,14 +179,18 @@ def cgroup_dir(path: str | os.PathLike[str]) -> tuple[str, int]:
     point, fstype = _filesystem_of(real)
     if fstype != "cgroup2":
         raise EnforcementError(
-            f"cgroup {text!r} is not a cgroup v2 directory: it is on a {fstype or 'unknown'} filesystem mounted at "
+            f"cgroup {text!r} is not a cgroup v2 directory: it is on a "
+            f"{'cgroup v1' if fstype == 'cgroup' else fstype or 'unknown'} filesystem mounted at "
             f"{point!r}; cgroup v2 is mounted at {', '.join(v2)}"
         )
     return real, os.stat(real).st_ino
 
 
-def _bpffs() -> str:
-    """Where to pin: $KEEPALIVE_BPFFS, else /sys/fs/bpf, else the first BPF filesystem in /proc/mounts."""
+def _bpffs(*, required: bool = True) -> str:
+    """Where to pin: $KEEPALIVE_BPFFS, else /sys/fs/bpf, else the first BPF filesystem in /proc/mounts.
+
+    With ``required=False`` an empty string when none is mounted (then nothing can be enforced).
+    """
     found = mounts("bpf")
     chosen = os.environ.get(ENV_BPFFS, "")
     if chosen:
@@ -194,6 +198,8 @@ def _bpffs() -> str:
             raise EnforcementError(f"{ENV_BPFFS}={chosen!r} is not a BPF filesystem mount (bpf mounts: {found})")
         return os.path.realpath(chosen)
     if not found:
+        if not required:
+            return ""
         raise EnforcementError(
             "no BPF filesystem is mounted (no 'bpf' line in /proc/mounts) to pin the program so it outlives this "
             "command: mount -t bpf bpf /sys/fs/bpf"
@@ -420,7 +426,9 @@ def remove_enforcement(cgroup: str | os.PathLike[str]) -> bool:
     ``cgroup`` may be a cgroup that no longer exists (found by the path recorded when it was enforced).
     """
     _check_privileges()
-    bpffs = _bpffs()
+    bpffs = _bpffs(required=False)
+    if not bpffs:
+        return False
     text = os.fspath(cgroup)
     real = os.path.realpath(text)
     candidates: list[str] = []
@@ -460,4 +468,5 @@ def _entries(bpffs: str) -> list[Enforcement]:
 def enforcement_status() -> list[Enforcement]:
     """Every cgroup enforced on this node (pinned under the BPF filesystem), with its policy and counters."""
     _check_privileges()
-    return _entries(_bpffs())
+    bpffs = _bpffs(required=False)
+    return _entries(bpffs) if bpffs else []
