@@ -121,8 +121,8 @@ def pins(bpffs: str) -> list[str]:
 
 @contextlib.contextmanager
 def fresh_cgroup(bpffs: str) -> Iterator[str]:
-    """A new cgroup v2 directory; at the end enforcement is removed, its processes are moved out and killed, and
-    the directory is removed, even on failure."""
+    """A new cgroup v2 directory; at the end enforcement is removed, the processes of it and of any cgroup a test
+    made below it are moved out and killed, and the directories are removed, even on failure."""
     root = mounts("cgroup2")[0]
     path = os.path.join(root, f"keepalive-test-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     os.mkdir(path)
@@ -139,21 +139,30 @@ def fresh_cgroup(bpffs: str) -> Iterator[str]:
             else:
                 os.environ[ENV_BPFFS] = old
         for _ in range(100):
-            with open(os.path.join(path, "cgroup.procs"), encoding="ascii") as handle:
-                pids = [int(line) for line in handle if line.strip()]
-            for pid in pids:
-                with (
-                    contextlib.suppress(OSError),
-                    open(os.path.join(root, "cgroup.procs"), "w", encoding="ascii") as out,
-                ):
-                    out.write(str(pid))
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            try:
-                os.rmdir(path)
+            for directory, _dirs, _files in os.walk(path, topdown=False):
+                _empty(root, directory)
+                with contextlib.suppress(OSError):
+                    os.rmdir(directory)
+            if not os.path.exists(path):
                 break
-            except OSError:
-                time.sleep(0.05)
+            time.sleep(0.05)
+
+
+def _empty(root: str, directory: str) -> None:
+    """Move the processes of cgroup ``directory`` back to ``root`` and kill them (they are the test's children)."""
+    try:
+        with open(os.path.join(directory, "cgroup.procs"), encoding="ascii") as handle:
+            pids = [int(line) for line in handle if line.strip()]
+    except OSError:
+        return
+    for pid in pids:
+        with (
+            contextlib.suppress(OSError),
+            open(os.path.join(root, "cgroup.procs"), "w", encoding="ascii") as out,
+        ):
+            out.write(str(pid))
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def spawn(cgroup: str, argv: list[str], **kwargs: Any) -> subprocess.Popen[str]:
