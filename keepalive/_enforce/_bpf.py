@@ -25,6 +25,7 @@ __all__ = [
     "map_update",
     "obj_get",
     "obj_pin",
+    "prog_info",
     "prog_load",
 ]
 
@@ -226,3 +227,13 @@ def fdinfo(fd: int) -> dict[str, str]:
             key, _, value = line.partition(":")
             fields[key.strip()] = value.strip()
     return fields
+
+
+def prog_info(prog_fd: int) -> tuple[int, int]:
+    """(translated size, JIT-compiled size) of a loaded program, in bytes (struct bpf_prog_info)."""
+    info = ctypes.create_string_buffer(64)
+    attr = _attr()
+    struct.pack_into("=IIQ", attr, 0, prog_fd, len(info), ctypes.addressof(info))
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, attr, "BPF_OBJ_GET_INFO_BY_FD")
+    jited, xlated = struct.unpack_from("=II", info, 16)
+    return xlated, jited
