@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -347,3 +348,50 @@ def test_status_without_enforcement_says_so(cgroup: str) -> None:
     assert result.returncode == 0
     assert result.stdout.strip() == "no cgroup is under keepalive enforcement"
     assert json.loads(cli("--status", "--json").stdout) == []
+
+
+def test_a_deleted_cgroup_shows_as_detached_and_can_still_be_removed(
+    bpffs: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel detaches the link when the cgroup goes; --status says DETACHED and --remove finds it by path."""
+    monkeypatch.setenv(ENV_BPFFS, bpffs)
+    with fresh_cgroup(bpffs) as parent:
+        gone = os.path.join(parent, "short-lived")
+        os.mkdir(gone)
+        keepalive.enforce(gone, POLICY)
+        os.rmdir(gone)
+        deadline = time.monotonic() + 30
+        while True:  # the cgroup is released asynchronously
+            [entry] = [e for e in keepalive.enforcement_status() if e.cgroup == gone]
+            if not entry.attached or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert entry.attached is False
+        text = cli("--status")
+        assert f"{gone}  [DETACHED" in text.stdout
+        result = cli("--cgroup", gone, "--remove")
+        assert result.returncode == 0, result.stderr
+        assert "removed" in result.stdout
+        assert pins(bpffs) == []
+
+
+def test_concurrent_enforce_runs_on_one_cgroup_take_turns(cgroup: str, bpffs: str, server: socket.socket) -> None:
+    """Four `keepalive enforce` at once on one cgroup: all succeed, one attachment, one of their policies."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "keepalive", "enforce", "--cgroup", cgroup, "--policy", f"{30 + i},5,3"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(4)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    assert len(pins(bpffs)) == 1
+    [entry] = [e for e in keepalive.enforcement_status() if e.cgroup == cgroup]
+    assert entry.attached
+    assert entry.policy.idle in {30, 31, 32, 33}
+    [options] = python_client(cgroup, "127.0.0.1", server.getsockname()[1])
+    assert options["idle"] == entry.policy.idle
