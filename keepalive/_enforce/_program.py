@@ -14,7 +14,8 @@ In C it would read::
         if (bpf_getsockopt(SO_KEEPALIVE) fails || !current) bpf_setsockopt(SO_KEEPALIVE, 1);
         if (policy.user_timeout_ms && (bpf_getsockopt(TCP_USER_TIMEOUT) fails || !current))
             bpf_setsockopt(TCP_USER_TIMEOUT, policy.user_timeout_ms);
-        counters->tightened or ->within, ->set_outright (a read failed), ->failed (a write failed) += 1;
+        counters->tightened (something set) or ->within (nothing to set), ->set_outright (a read failed),
+            ->failed (a write was refused) += 1;
         return 1;
     }
 
@@ -38,7 +39,6 @@ from typing import Final
 from keepalive._enforce._asm import (
     BPF_ADD,
     BPF_ALU64_IMM,
-    BPF_ALU64_REG,
     BPF_AND,
     BPF_ATOMIC_OP,
     BPF_DW,
@@ -59,7 +59,6 @@ from keepalive._enforce._asm import (
     BPF_RSH,
     BPF_ST_MEM,
     BPF_STX_MEM,
-    BPF_SUB,
     BPF_W,
     R0,
     R1,
@@ -296,10 +295,11 @@ def program(policy_fd: int, counters_fd: int) -> list[Item]:
         label("counters"),
         *_count(0, C_TIGHTENED),  # counters->tightened += changed
         BPF_MOV64_REG(R1, R9),  # r1 = outcome
-        BPF_ALU64_IMM(BPF_AND, R1, CHANGED),  # r1 = changed
-        BPF_MOV64_IMM(R2, 1),  # r2 = 1
-        BPF_ALU64_REG(BPF_SUB, R2, R1),  # r2 = !changed
-        BPF_ATOMIC_OP(BPF_DW, BPF_ADD, R8, R2, C_WITHIN),  # counters->within += !changed
+        BPF_ALU64_IMM(BPF_AND, R1, CHANGED | FAILED),  # r1 = something set, or refused
+        BPF_JMP_IMM(BPF_JNE, R1, 0, "flags"),  # if (r1) goto flags: not within
+        BPF_MOV64_IMM(R1, 1),  # r1 = 1
+        BPF_ATOMIC_OP(BPF_DW, BPF_ADD, R8, R1, C_WITHIN),  # counters->within += 1
+        label("flags"),
         *_count(1, C_OUTRIGHT),  # counters->set_outright += outright
         *_count(2, C_FAILED),  # counters->failed += failed
         label("out"),
