@@ -5,12 +5,12 @@ the program's memory.
 :class:`benchmarks._common.Result` rows, in the shape ``benchmarks/__main__.py``'s sections use.
 
 One worker process connects to and accepts from its own loopback listener (loopback included, as by default)
-and closes with RST (no TIME_WAIT build-up). The program runs once per connection, on the connect: an accepted
-socket belongs to its listener's cgroup, and the listener is created in the plain one. Between blocks it is moved between two sibling cgroups, one with the program and one without (a socket
-belongs to the cgroup its creator is in when it is created), so both sides run in the same process on the same
-warm caches; blocks alternate which side goes first, and the ratio is the median of per-pair ratios, with its
-spread. Needs root and cgroup v2;
-a private BPF filesystem is mounted for the pins and removed at the end.
+and closes with RST (no TIME_WAIT build-up). Between blocks it is moved between two sibling cgroups, one with the
+program and one without (a socket belongs to the cgroup its creator was in when it was created), so both sides
+run in the same process on the same warm caches; blocks alternate which side goes first, and the ratio is the
+median of per-pair ratios, with its spread. The program runs once per connection, on the connect: an accepted
+socket belongs to its listener's cgroup, and the listener was created in the plain one. Needs root and cgroup
+v2; a private BPF filesystem is mounted for the pins and removed at the end.
 """
 
 from __future__ import annotations
