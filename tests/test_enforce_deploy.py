@@ -6,10 +6,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 import pytest
 
 import keepalive
-from keepalive._enforce import ENV_BPFFS
+from keepalive._enforce import ENV_BPFFS, mounts
 from tests.enforce_support import expected, fresh_cgroup, private_bpffs, python_client, require_enforce
 
 yaml = pytest.importorskip("yaml")
@@ -114,3 +116,42 @@ def test_the_daemonset_script_fails_without_a_kubepods_cgroup(tmp_path: Path) ->
     )
     assert result.returncode == 2
     assert "no kubepods cgroup" in result.stderr
+
+
+def test_a_read_only_mount_of_the_cgroup_filesystem_is_enough(node: tuple[str, str]) -> None:
+    """As in the DaemonSet (the host's /sys/fs/cgroup mounted read-only): a private mount namespace bind-mounts
+    the cgroup2 filesystem read-only and enforces through it."""
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare is not installed")
+    _, root = node
+    cgroup2 = mounts("cgroup2")[0]
+    relative = os.path.relpath(os.path.join(root, "kubepods.slice"), cgroup2)
+    script = (
+        'set -e; mkdir -p "$0"; mount --bind "$1" "$0"; mount -o remount,bind,ro "$0"; '
+        'grep -q " $0 cgroup2 ro," /proc/mounts; exec "$2" -m keepalive enforce --cgroup "$0/$3" --policy 37,7,3'
+    )
+    with tempfile.TemporaryDirectory() as mountpoint:
+        result = subprocess.run(
+            [
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
+                mountpoint,
+                cgroup2,
+                sys.executable,
+                relative,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        [options] = python_client(os.path.join(root, "kubepods.slice", "pod-1"), "127.0.0.1", port)
+    assert options == expected(37, 7, 3, 58000)

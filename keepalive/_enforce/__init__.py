@@ -68,7 +68,8 @@ class Enforcement:
     them) and ``"set outright"`` where it could not read them and set the policy's values instead.
     Counters since attachment: ``seen`` connections established in the cgroup, ``tightened`` (at least one
     option set), ``within`` (nothing to change), ``skipped_loopback``, ``set_outright`` (an option could not be
-    read), ``failed`` (the kernel refused a setsockopt).
+    read), ``failed`` (the kernel refused a setsockopt). ``memory_bytes``: kernel memory charged for the program
+    and its maps.
     """
 
     cgroup: str
@@ -266,7 +267,7 @@ def _read(pin_dir: str) -> Enforcement:
         )
         counters = _program.unpack_counters(_bpf.map_lookup(fds["counters"], _KEY0, _program.COUNTERS.size))
         _, _, prog_id, link_cgroup = _bpf.link_info(fds["link"])
-        memory = sum(int(_bpf.fdinfo(fds[name]).get("memlock", "0")) for name in ("program", "policy", "counters"))
+        memory = sum(int(_bpf.fdinfo(fds[name]).get("memlock", "0")) for name in _PINS if name != "link")
     policy = Policy(idle=idle, interval=interval, count=count, user_timeout=user_ms / 1000 if user_ms else None)
     if counters["set_outright"]:
         mode = "set outright"
