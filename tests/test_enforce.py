@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -395,3 +396,16 @@ def test_concurrent_enforce_runs_on_one_cgroup_take_turns(cgroup: str, bpffs: st
     assert entry.policy.idle in {30, 31, 32, 33}
     [options] = python_client(cgroup, "127.0.0.1", server.getsockname()[1])
     assert options["idle"] == entry.policy.idle
+
+
+def test_the_python_example_in_docs_enforce_md_runs(cgroup: str) -> None:
+    """docs/enforce.md's "From Python" block, with the kubepods path swapped for the test cgroup."""
+    page = (Path(__file__).resolve().parent.parent / "docs" / "enforce.md").read_text(encoding="utf-8")
+    [block] = re.findall(r"```python\n(.*?)```", page, re.DOTALL)
+    assert "/sys/fs/cgroup/kubepods.slice" in block
+    code = block.replace("/sys/fs/cgroup/kubepods.slice", cgroup)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "tighten-only idle=232s interval=30s count=5 user_timeout=382s"
+    assert f"{cgroup} True 0 0 0" in result.stdout
+    assert keepalive.enforcement_status() == []
