@@ -94,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
         return _usage(str(exc))
     except EnforcementError as exc:
         return _usage(str(exc))
+    except OSError as exc:  # a bpf(2) call or a pin failed in a way not foreseen above
+        return _usage(f"{exc} (cgroup {args.cgroup})")
     print(
         f"enforcing {entry.policy} on {entry.cgroup} ({entry.mode}"
         f"{', loopback skipped' if entry.skip_loopback else ''}); pinned at {entry.pin_dir}"

@@ -409,3 +409,19 @@ def test_the_python_example_in_docs_enforce_md_runs(cgroup: str) -> None:
     assert result.stdout.splitlines()[0] == "tighten-only idle=232s interval=30s count=5 user_timeout=382s"
     assert f"{cgroup} True 0 0 0" in result.stdout
     assert keepalive.enforcement_status() == []
+
+
+def test_an_incomplete_pin_directory_is_skipped_by_status_and_replaced_by_enforce(
+    cgroup: str, bpffs: str, server: socket.socket, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Unpinning the link detaches the program; --status warns about the leftover and enforce attaches afresh."""
+    first = keepalive.enforce(cgroup, POLICY)
+    os.unlink(os.path.join(first.pin_dir, "link"))
+    assert python_client(cgroup, "127.0.0.1", server.getsockname()[1]) == [untouched()]
+    with caplog.at_level("WARNING", logger="keepalive.enforce"):
+        assert [e for e in keepalive.enforcement_status() if e.cgroup == cgroup] == []
+    assert "cannot read the enforcement pinned at" in caplog.text
+    second = keepalive.enforce(cgroup, POLICY)
+    assert second.attached
+    assert second.program_id != first.program_id
+    assert python_client(cgroup, "127.0.0.1", server.getsockname()[1]) == [ENFORCED]

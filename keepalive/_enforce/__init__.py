@@ -329,19 +329,22 @@ def enforce(
     value = _policy_value(policy, skip_loopback)
     with _locked(real) as cgroup_fd:
         if os.path.isdir(pin_dir):
+            updated = False
             try:
                 with _opened(pin_dir, ("link", "policy")) as fds:
                     if _bpf.link_info(fds["link"])[3] == cgroup_id:
-                        _bpf.map_update(fds["policy"], _KEY0, value)
-                        log.info(
-                            "updated the policy on cgroup %s to %s",
-                            real,
-                            policy,
-                            extra={"keepalive_cgroup": real, "keepalive_idle": policy.idle},
-                        )
-                        return _read(pin_dir)
+                        _bpf.map_update(fds["policy"], _KEY0, value)  # in place: the program stays attached
+                        updated = True
             except OSError as exc:
                 log.debug("replacing the incomplete enforcement in %s: %s", pin_dir, exc)
+            if updated:
+                log.info(
+                    "updated the policy on cgroup %s to %s",
+                    real,
+                    policy,
+                    extra={"keepalive_cgroup": real, "keepalive_idle": policy.idle},
+                )
+                return _read(pin_dir)
             _unpin(pin_dir)
         record = {
             "cgroup": real,
