@@ -16,6 +16,7 @@ from typing import Final
 __all__ = [
     "BpfError",
     "VerifierError",
+    "enable_stats",
     "fdinfo",
     "link_create",
     "link_detach",
@@ -54,6 +55,7 @@ BPF_OBJ_PIN: Final = 6
 BPF_OBJ_GET: Final = 7
 BPF_OBJ_GET_INFO_BY_FD: Final = 15
 BPF_LINK_CREATE: Final = 28
+BPF_ENABLE_STATS: Final = 32
 BPF_LINK_DETACH: Final = 34
 
 BPF_MAP_TYPE_ARRAY: Final = 2
@@ -237,3 +239,11 @@ def prog_info(prog_fd: int) -> tuple[int, int]:
     _bpf(BPF_OBJ_GET_INFO_BY_FD, attr, "BPF_OBJ_GET_INFO_BY_FD")
     jited, xlated = struct.unpack_from("=II", info, 16)
     return xlated, jited
+
+
+def enable_stats() -> int:
+    """BPF_ENABLE_STATS(BPF_STATS_RUN_TIME): while the returned fd is open the kernel counts every program's
+    runs and run time (``run_cnt``/``run_time_ns`` in fdinfo). Needs CAP_SYS_ADMIN; close the fd to stop."""
+    attr = _attr()
+    struct.pack_into("=I", attr, 0, 0)  # enable_stats.type = BPF_STATS_RUN_TIME
+    return _bpf(BPF_ENABLE_STATS, attr, "BPF_ENABLE_STATS")
