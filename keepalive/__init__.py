@@ -36,6 +36,13 @@ from keepalive._version import __version__
 
 if TYPE_CHECKING:
     from keepalive._audit import BackgroundAudit, SocketState, audit, audit_in_background
+    from keepalive._enforce import (
+        Enforcement,
+        EnforcementError,
+        enforce,
+        enforcement_status,
+        remove_enforcement,
+    )
     from keepalive.checker import MIDDLEBOXES, Finding, Report, Severity, Source, check
 
 # The checker and the audit are loaded on first use: a process that only wraps its connections (or starts with
@@ -51,6 +58,11 @@ _LAZY = {
     "SocketState": "keepalive._audit",
     "audit": "keepalive._audit",
     "audit_in_background": "keepalive._audit",
+    "Enforcement": "keepalive._enforce",
+    "EnforcementError": "keepalive._enforce",
+    "enforce": "keepalive._enforce",
+    "enforcement_status": "keepalive._enforce",
+    "remove_enforcement": "keepalive._enforce",
 }
 
 
@@ -73,6 +85,8 @@ __all__ = [
     "PLATFORM",
     "Applied",
     "BackgroundAudit",
+    "Enforcement",
+    "EnforcementError",
     "Finding",
     "InvalidPolicy",
     "KeepaliveError",
@@ -93,9 +107,12 @@ __all__ = [
     "create_connection",
     "create_server",
     "default_policy",
+    "enforce",
+    "enforcement_status",
     "explain_default_policy",
     "install",
     "is_installed",
+    "remove_enforcement",
     "reset_default_policy",
     "socket_options",
     "uninstall",

@@ -24,6 +24,7 @@ _COMMANDS: Final[dict[str, tuple[str, str]]] = {
     "audit": ("keepalive._audit_cli", "list a process's TCP connections and their keepalive state"),
     "run": ("keepalive._install_cli", "run a Python program with keepalive on every TCP connection"),
     "lab": ("keepalive.lab._cli", "demo: reproduce the conntrack idle timeout in network namespaces (root)"),
+    "enforce": ("keepalive._enforce_cli", "enforce a policy on every TCP connection of a cgroup (root, BPF)"),
     "policy": (
         "keepalive._policy_cli",
         "print the default policy, where it comes from, and platform support",
