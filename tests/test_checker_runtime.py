@@ -221,4 +221,5 @@ def test_resolve_returns_before_the_check_runs(monkeypatch: pytest.MonkeyPatch, 
     assert started.wait(30)
     release.set()
     assert checker_runtime.wait(30)
-    assert ran_in and ran_in[0] != caller
+    assert ran_in
+    assert ran_in[0] != caller
