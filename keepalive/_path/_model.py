@@ -367,7 +367,7 @@ def _node(found: _Gathered, env: Mapping[str, str], root: str, root_given: bool)
                 established.name, value, established.origin, "s", note=note, limits_path=counts
             )
             if counts:
-                found.evidence.append(Evidence(float(value), f"{ESTABLISHED} ({established.origin})", NODE))
+                found.evidence.append(Evidence(float(value), ESTABLISHED, NODE))
     found.sources.extend(sysctls.values())
     found.sources.append(Source("network namespace", namespace.state, root, note=namespace.evidence))
     return namespace, sysctls
