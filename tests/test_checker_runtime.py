@@ -223,3 +223,34 @@ def test_resolve_returns_before_the_check_runs(monkeypatch: pytest.MonkeyPatch, 
     assert checker_runtime.wait(30)
     assert ran_in
     assert ran_in[0] != caller
+
+
+def test_a_fork_while_the_runtime_locks_are_held_does_not_deadlock_the_child() -> None:
+    """Issue 15 item 4: both runtime locks are new in a child, so its first connection's resolve() returns."""
+    import os
+    import time
+    import warnings
+
+    with core_runtime._lock, checker_runtime._lock:  # as if another thread were inside them at fork time
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.environ["KEEPALIVE_CHECK"] = "0"
+                code = 0 if core_runtime.resolve(Policy(idle=41)) == Policy(idle=41) else 3
+                checker_runtime.run_once(Policy(idle=43))
+            finally:
+                os._exit(code)
+    deadline = time.monotonic() + 60
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the child deadlocked on a runtime lock held at fork time")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(status) == 0
