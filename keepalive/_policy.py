@@ -387,7 +387,7 @@ def _detect_path() -> tuple[float, bool, str] | None:
     try:
         from keepalive._path._model import gather
 
-        model = gather()
+        model = gather(evidence_only=True)
     except Exception:
         log.debug("path timeout detection failed", exc_info=True)
         return None

@@ -237,12 +237,14 @@ def gather(
     path_timeout_origin: str = "argument",
     kube_proxy_config: str | os.PathLike[str] | None = None,
     kube_proxy_url: str | None = None,
+    evidence_only: bool = False,
 ) -> PathModel:
     """Collect the evidence: the arguments, else the environment, and this node.
 
     Arguments left None fall back to ``KEEPALIVE_MIDDLEBOX``, ``KEEPALIVE_PATH_TIMEOUT``, ``KEEPALIVE_PROC_ROOT``
     and ``KEEPALIVE_KUBE_PROXY_CONFIG`` in ``environ`` (default ``os.environ``). Only reads; opens a network
     connection only for ``kube_proxy_url``. A bad value in the environment becomes a finding; a bad argument raises.
+    ``evidence_only`` reads just the sysctl that is evidence (the default policy's cheap path), not all of them.
 
     Raises:
         ValueError: an unknown middlebox name, a path timeout that is not a positive number, a ``proc_root`` that
@@ -263,7 +265,7 @@ def gather(
     found = _Gathered()
     _middleboxes(found, env, middleboxes, middlebox_origin)
     _path_timeout(found, env, path_timeout, path_timeout_origin)
-    namespace, sysctls = _node(found, env, root, proc_root is not None)
+    namespace, sysctls = _node(found, env, root, proc_root is not None, evidence_only)
     _kube_proxy(found, env, kube_proxy_config, kube_proxy_url, root)
     return PathModel(
         evidence=tuple(found.evidence),
@@ -331,7 +333,9 @@ def _path_timeout(found: _Gathered, env: Mapping[str, str], given: float | None,
     found.evidence.append(Evidence(value, origin, EXPLICIT))
 
 
-def _node(found: _Gathered, env: Mapping[str, str], root: str, root_given: bool) -> tuple[Namespace, dict[str, Source]]:
+def _node(
+    found: _Gathered, env: Mapping[str, str], root: str, root_given: bool, evidence_only: bool
+) -> tuple[Namespace, dict[str, Source]]:
     if not root_given and env.get(ENV_PROC_ROOT, "").strip():
         problem = proc_root_problem(root)
         if problem:
@@ -345,7 +349,8 @@ def _node(found: _Gathered, env: Mapping[str, str], root: str, root_given: bool)
                 )
             )
     namespace = detect_namespace(root)
-    sysctls = {name: read_sysctl(root, name, unit) for name, unit in SYSCTLS}
+    wanted = [(ESTABLISHED, "s")] if evidence_only else SYSCTLS
+    sysctls = {name: read_sysctl(root, name, unit) for name, unit in wanted}
     established = sysctls[ESTABLISHED]
     value = established.value
     if isinstance(value, int) and not isinstance(value, bool):
