@@ -25,6 +25,8 @@ _OFF: Final = frozenset({"0", "off", "false", "no", "disabled"})
 
 #: The policies already handed to the runtime check (by value).
 _seen: set[tuple[int, int, int, float | None]] = set()
+#: True once any policy was handed to it (the first use in the process).
+_checked = False
 _lock = threading.Lock()
 
 
@@ -44,10 +46,12 @@ def check_enabled() -> bool:
 
 
 def _first_use(policy: Policy, key: tuple[int, int, int, float | None]) -> None:
+    global _checked
     with _lock:
         if key in _seen:
             return
         _seen.add(key)
+        _checked = True
     if not check_enabled():
         log.debug("runtime check disabled by %s", ENV_CHECK)
         return
@@ -80,5 +84,7 @@ def resolve(policy: Policy | None) -> Policy:
 
 def reset() -> None:
     """Forget which policies the runtime check has seen (for tests)."""
+    global _checked
     with _lock:
         _seen.clear()
+        _checked = False
