@@ -357,3 +357,33 @@ def test_fork_during_a_slow_first_resolution_does_not_deadlock_the_child(monkeyp
     finally:
         release.set()
         worker.join(30)
+
+
+@pytest.mark.parametrize(
+    ("found", "expected"),
+    [
+        (None, None),
+        ((350.0, True, "KEEPALIVE_PATH_TIMEOUT"), 350.0),  # named: the user's word
+        ((86400.0, True, "KEEPALIVE_PATH_TIMEOUT"), 86400.0),
+        (
+            (86400.0, False, "node"),
+            None,
+        ),  # the node's own, looser than the built-in covers: the policy is the yardstick
+        ((900.0, False, "kube-proxy ipvs.tcpTimeout"), None),
+        ((40.0, False, "node"), 40.0),  # tighter than the built-in: used
+        ((2.0, False, "node"), 2.0),
+    ],
+)
+def test_explain_path_timeout_is_the_audits_yardstick(
+    monkeypatch: pytest.MonkeyPatch, found: tuple[float, bool, str] | None, expected: float | None
+) -> None:
+    """The path timeout the audit's verdicts use follows the same rules as the default policy."""
+    from keepalive._policy import explain_path_timeout
+
+    monkeypatch.setattr("keepalive._policy._detect_path", lambda: found)
+    timeout, why = explain_path_timeout()
+    assert timeout == expected
+    assert why
+    assert explain_path_timeout(120) == (120.0, "given")
+    with pytest.raises(ValueError, match="path_timeout"):
+        explain_path_timeout(0)
