@@ -510,3 +510,24 @@ def test_real_proc_is_read_without_errors() -> None:
         assert report.namespace in {"initial", "non-initial"}
         assert "entries" in report.conntrack
     json.loads(report.to_json())
+
+
+@pytest.mark.parametrize(
+    ("config", "path_timeout"),
+    [
+        ({"kind": "KubeProxyConfiguration", "conntrack": {"tcpEstablishedTimeout": None, "maxPerCore": None}}, 86400),
+        ({"kind": "KubeProxyConfiguration", "mode": "ipvs", "ipvs": {"tcpTimeout": "0s"}}, 900),
+    ],
+    ids=["stock kubeadm (null conntrack fields)", "ipvs"],
+)
+def test_kube_proxy_config_never_loosens_the_recommendation(
+    tmp_path: Path, config: dict[str, object], path_timeout: int
+) -> None:
+    """Issue 14: a stock kubeadm kube-proxy ConfigMap or an IPVS config made the checker recommend idle=300."""
+    file = tmp_path / "kube-proxy.json"
+    file.write_text(json.dumps(config))
+    report = keepalive.check(proc_root=make_proc(tmp_path / "proc"), policy=POLICY, kube_proxy_config=file)
+    assert report.path_timeout == path_timeout
+    assert report.recommended_policy == keepalive.BUILTIN_POLICY
+    kinds = {e.label.split(" in ")[0]: e.kind for e in report.evidence}
+    assert set(kinds.values()) == {"node"}
