@@ -304,6 +304,10 @@ class Policy:
         user = "off" if self.user_timeout is None else f"{self.user_timeout:g}s"
         return f"idle={self.idle}s interval={self.interval}s count={self.count} user_timeout={user}"
 
+    def to_dict(self) -> dict[str, Any]:
+        """``{"idle": 60, "interval": 10, "count": 5, "user_timeout": 110}`` (user_timeout None when left alone)."""
+        return {"idle": self.idle, "interval": self.interval, "count": self.count, "user_timeout": self.user_timeout}
+
 
 def _env_number(name: str, text: str) -> float:
     value = text.strip().lower()
@@ -320,50 +324,134 @@ def _env_number(name: str, text: str) -> float:
 
 #: The default when nothing else is known: below the lowest common cloud idle timeout (Azure LB / NAT, 240 s).
 BUILTIN_POLICY: Final = Policy(idle=60, interval=10, count=5)
+#: The tightest keepalive there is, for a path timeout too short for :meth:`Policy.below` (under 3 s).
+SHORTEST_POLICY: Final = Policy(idle=1, interval=1, count=5)
+_BUILTIN_WHY: Final = "built-in default (below Azure's 240 s, the lowest common cloud idle timeout)"
+#: The variables that set timings explicitly (``KEEPALIVE_PATH_TIMEOUT`` is evidence about the path instead).
+_TIMING_VARS: Final = (
+    (ENV_IDLE, "idle"),
+    (ENV_INTERVAL, "interval"),
+    (ENV_COUNT, "count"),
+    (ENV_USER_TIMEOUT, "user_timeout"),
+)
 
 _default: tuple[Policy, str] | None = None
+_fallback: tuple[Policy, str] | None = None
 _default_lock = threading.RLock()
 
 
-def _detected_path_timeout() -> tuple[float, bool] | None:
-    """Ask the checker (if present) for the smallest path timeout it can see cheaply; never raises."""
-    try:
-        from keepalive.checker import _runtime as checker_runtime  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return None
-    try:
-        found: tuple[float, bool] | None = checker_runtime.detected_path_timeout()
-        return found
-    except Exception:
-        log.debug("path timeout detection failed", exc_info=True)
-        return None
+def _reset_lock_in_child() -> None:
+    global _default_lock
+    _default_lock = threading.RLock()
 
 
-def _compute_default() -> tuple[Policy, str]:
-    env = Policy.from_env()
-    if env is not None:
-        return env, "environment (KEEPALIVE_*)"
-    detected = _detected_path_timeout()
-    if detected is None:
-        return BUILTIN_POLICY, "built-in default (below Azure's 240 s, the lowest common cloud idle timeout)"
-    timeout, explicit = detected
+if hasattr(os, "register_at_fork"):
+    # A fork while another thread holds the lock (a slow first resolution) must not deadlock the child.
+    os.register_at_fork(after_in_child=_reset_lock_in_child)
+
+
+def tighter(first: Policy, second: Policy) -> Policy:
+    """The policy whose second probe comes sooner (smaller ``idle + interval``); ``second`` on a tie."""
+    return first if first.idle + first.interval < second.idle + second.interval else second
+
+
+def recommended_policy(path_timeout: float | None, named: bool, label: str | None = None) -> tuple[Policy, str]:
+    """The rule from a path timeout to the default policy, and why (docs/policy.md has the table).
+
+    * no path timeout known: :data:`BUILTIN_POLICY`;
+    * the user named the path (``named``: a path timeout or a middlebox): ``Policy.below(path_timeout)``;
+    * only node evidence: the tighter of ``Policy.below(path_timeout)`` and :data:`BUILTIN_POLICY`, because the
+      node cannot see cloud NATs and load balancers: node evidence tightens the default, never loosens it;
+    * a path timeout under 3 s: :data:`SHORTEST_POLICY`.
+    """
+    if path_timeout is None:
+        return BUILTIN_POLICY, _BUILTIN_WHY
+    where = f" ({label})" if label else ""
     try:
-        derived = Policy.below(timeout)
+        derived = Policy.below(path_timeout)
     except InvalidPolicy:
-        log.debug("detected path timeout %r is unusable", timeout)
-        return BUILTIN_POLICY, "built-in default"
-    if explicit:
-        return derived, f"below({timeout:g}) of the configured path timeout"
-    if derived.idle + derived.interval < BUILTIN_POLICY.idle + BUILTIN_POLICY.interval:
-        return derived, f"below({timeout:g}) of the path timeout found on this node"
+        why = f"the shortest possible keepalive: the path timeout {path_timeout:g} s{where} is under 3 s"
+        return SHORTEST_POLICY, why
+    if named:
+        return derived, f"Policy.below({path_timeout:g}) of the path timeout{where}"
+    if tighter(derived, BUILTIN_POLICY) is derived:
+        return derived, f"Policy.below({path_timeout:g}) of the path timeout found on this node{where}"
     return BUILTIN_POLICY, (
-        f"built-in default (the node's path timeout {timeout:g} s is longer; the built-in default also covers "
-        "cloud NAT/LB idle timeouts down to 240 s)"
+        f"built-in default: the node's path timeout {path_timeout:g} s{where} is longer, and the built-in default "
+        "also covers cloud NAT/LB idle timeouts down to 240 s, which the node cannot see"
     )
 
 
+def _detect_path() -> tuple[float, bool, str] | None:
+    """(path timeout, named, where from) from the path model's cheap local evidence; None when none. Never raises."""
+    try:
+        from keepalive._path._model import gather
+
+        model = gather(evidence_only=True)
+    except Exception:
+        log.debug("path timeout detection failed", exc_info=True)
+        return None
+    shortest = model.shortest
+    if shortest is None:
+        return None
+    return shortest.timeout, model.named, shortest.label
+
+
+def _detected_path_timeout() -> tuple[float, bool] | None:
+    """The path timeout from the environment and this node, and whether the user named the path; never raises."""
+    found = _detect_path()
+    return None if found is None else (found[0], found[1])
+
+
+def explain_path_timeout(path_timeout: float | None = None) -> tuple[float | None, str]:
+    """The path timeout a verdict about sockets uses, and where it comes from (the audit's yardstick).
+
+    ``path_timeout`` given: that. Else the model's, when the user named the path, or when the node's own evidence
+    is tighter than what :data:`BUILTIN_POLICY` covers; otherwise None: the default policy is the yardstick.
+
+    Raises:
+        ValueError: ``path_timeout`` is not a positive number.
+    """
+    if path_timeout is not None:
+        if isinstance(path_timeout, bool) or not isinstance(path_timeout, int | float) or not path_timeout > 0:
+            raise ValueError(f"path_timeout must be a positive number of seconds, got {path_timeout!r}")
+        return float(path_timeout), "given"
+    found = _detect_path()
+    if found is None:
+        return None, "unknown: none configured or found on this node"
+    timeout, named, label = found
+    if named:
+        return timeout, f"configured ({label})"
+    if recommended_policy(timeout, named)[0] is not BUILTIN_POLICY:
+        return timeout, f"found on this node ({label})"
+    return None, (
+        f"not configured; this node's own {timeout:g} s ({label}) is not used because cloud NAT/load balancer idle "
+        "timeouts (Azure: 240 s) cannot be seen from here: set KEEPALIVE_PATH_TIMEOUT or KEEPALIVE_MIDDLEBOX"
+    )
+
+
+def _compute_default() -> tuple[Policy, str]:
+    env = os.environ
+    Policy.from_env(env)  # every KEEPALIVE_* variable is validated first: a broken one raises, whatever ran before
+    found = _detect_path()
+    base, why = recommended_policy(*found) if found is not None else (BUILTIN_POLICY, _BUILTIN_WHY)
+    given = [(name, key) for name, key in _TIMING_VARS if env.get(name, "").strip()]
+    if not given:
+        return base, why
+    explicit = Policy.from_env({name: env[name] for name, _ in given})
+    if explicit is None:  # not reached: at least one variable is set
+        return base, why
+    policy = base.replace(**{key: getattr(explicit, key) for _, key in given})
+    names = ", ".join(f"{name}={env[name].strip()}" for name, _ in given)
+    return policy, f"environment ({names}); other fields: {why}"
+
+
 def explain_default_policy() -> tuple[Policy, str]:
-    """The process's default policy and where it came from (cached like :func:`default_policy`)."""
+    """The process's default policy and where it came from (cached like :func:`default_policy`).
+
+    Raises:
+        InvalidPolicy: a ``KEEPALIVE_*`` variable is malformed (never cached: every call raises until it is fixed).
+    """
     global _default
     cached = _default
     if cached is not None:
@@ -377,14 +465,15 @@ def explain_default_policy() -> tuple[Policy, str]:
 def default_policy() -> Policy:
     """The policy used when none is given, computed once per process and cached.
 
-    In order: the ``KEEPALIVE_*`` environment variables (:meth:`Policy.from_env`); else :meth:`Policy.below` of
-    the path timeout the checker finds (``KEEPALIVE_MIDDLEBOX`` / ``KEEPALIVE_PATH_TIMEOUT`` / a kube-proxy
-    configuration are taken as given; a timeout read from this node's conntrack is used only when it is tighter
-    than the built-in default); else :data:`BUILTIN_POLICY` (idle 60, interval 10, count 5).
+    ``KEEPALIVE_IDLE``/``_INTERVAL``/``_COUNT``/``_USER_TIMEOUT`` are the policy when set (fields not set come from
+    the rule below). Otherwise, from the path's idle timeout (the minimum over ``KEEPALIVE_PATH_TIMEOUT``,
+    ``KEEPALIVE_MIDDLEBOX``, this node's conntrack timeout, kube-proxy's configuration): when the user named the
+    path (a path timeout or a middlebox), :meth:`Policy.below` of it; when only the node's evidence is known, the
+    tighter of that and :data:`BUILTIN_POLICY` (idle 60, interval 10, count 5); with no evidence, the built-in.
 
     Raises:
         InvalidPolicy: a ``KEEPALIVE_*`` variable is malformed (the result is not cached, so fixing the
-            environment and calling again works).
+            environment and calling again works; so does every call before it is fixed).
     """
     cached = _default
     if cached is not None:
@@ -394,28 +483,36 @@ def default_policy() -> Policy:
 
 def resolve_default_policy() -> Policy:
     """:func:`default_policy`, but never raising: a broken ``KEEPALIVE_*`` setting is logged once as an error
-    and :data:`BUILTIN_POLICY` is used (and cached) instead. Wrappers and adapters use this."""
-    global _default
+    and :data:`BUILTIN_POLICY` is used instead. Wrappers and adapters use this.
+
+    The fallback is remembered apart from the default, so :func:`default_policy` and :func:`keepalive.check` still
+    report the broken setting afterwards.
+    """
+    global _fallback
     cached = _default
     if cached is not None:
         return cached[0]
+    fallback = _fallback
+    if fallback is not None:
+        return fallback[0]
     try:
         return explain_default_policy()[0]
     except InvalidPolicy as exc:
         with _default_lock:
-            if _default is None:
+            if _fallback is None:
                 log.error(
                     "keepalive: ignoring the environment and using the built-in policy (%s): %s",
                     BUILTIN_POLICY,
                     exc,
                     extra={"keepalive_error": str(exc)},
                 )
-                _default = (BUILTIN_POLICY, f"built-in default (the environment is invalid: {exc})")
-            return _default[0]
+                _fallback = (BUILTIN_POLICY, f"built-in default (the environment is invalid: {exc})")
+            return _fallback[0]
 
 
 def reset_default_policy() -> None:
     """Forget the cached default policy, so the next :func:`default_policy` call recomputes it (for tests)."""
-    global _default
+    global _default, _fallback
     with _default_lock:
         _default = None
+        _fallback = None

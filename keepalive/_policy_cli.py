@@ -1,4 +1,5 @@
-"""Print the policy this process would use, where it comes from, and what this platform can set."""
+"""Print the policy this process would use, where it comes from (the path model's evidence and the rule that
+turned it into a policy), and what this platform can set."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import json
 
 from keepalive._exceptions import InvalidPolicy
+from keepalive._path._model import PathModel, gather
 from keepalive._platform import CURRENT, compile_plan
 from keepalive._policy import Policy, explain_default_policy
 
@@ -24,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the policy; exit 2 when the environment or the arguments are invalid."""
+    model: PathModel | None = None
     try:
         if args.policy:
             policy, source = Policy.parse(args.policy), "--policy"
@@ -31,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
             policy, source = Policy.below(args.below), f"Policy.below({args.below:g})"
         else:
             policy, source = explain_default_policy()
+            model = gather()  # the evidence the default came from (the environment and this node)
     except InvalidPolicy as exc:
         print(f"keepalive: {exc}")
         return 2
@@ -40,13 +44,9 @@ def run(args: argparse.Namespace) -> int:
         print(
             json.dumps(
                 {
-                    "policy": {
-                        "idle": policy.idle,
-                        "interval": policy.interval,
-                        "count": policy.count,
-                        "user_timeout": policy.user_timeout,
-                    },
+                    "policy": policy.to_dict(),
                     "source": source,
+                    "path": None if model is None else model.to_dict(),
                     "env": policy.to_env(),
                     "platform": CURRENT.name,
                     "supported": supported,
@@ -62,6 +62,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"policy:    {policy}")
     print(f"source:    {source}")
+    if model is not None:
+        if model.path_timeout is None:
+            print("path:      no idle timeout known (KEEPALIVE_PATH_TIMEOUT / KEEPALIVE_MIDDLEBOX name one)")
+        else:
+            print(f"path:      {model.path_timeout:g} s, the minimum over:")
+            for item in model.evidence:
+                print(f"  {item.timeout:>8g} s  {item.kind:<8}  {item.label}")
     print(f"detection: a silent peer is noticed after about {policy.detection_time:g} s")
     print(f"platform:  {CURRENT.name}")
     for name, ok in supported.items():

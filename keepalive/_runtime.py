@@ -1,9 +1,10 @@
 """What every wrapper and adapter calls before it opens a connection: :func:`resolve`.
 
 It turns ``policy=None`` into the process's default policy (never raising: a broken environment is logged once
-and the built-in default is used) and, on its first call in the process, runs the node check once
-(``keepalive.checker``), logging what does not fit on logger ``keepalive.check``. ``KEEPALIVE_CHECK=0`` turns
-that check off. After the first call it costs one global read.
+and the built-in default is used) and, on the first use of each distinct policy in the process, has the node
+check judge that policy against the path model (``keepalive.checker``), logging what does not fit on logger
+``keepalive.check``. The check runs in a daemon thread, so :func:`resolve` returns at once and never stalls an
+event loop. ``KEEPALIVE_CHECK=0`` turns it off. After the first use of a policy it costs a set lookup.
 """
 
 from __future__ import annotations
@@ -22,20 +23,34 @@ log = get_logger("runtime")
 ENV_CHECK: Final = "KEEPALIVE_CHECK"
 _OFF: Final = frozenset({"0", "off", "false", "no", "disabled"})
 
+#: The policies already handed to the runtime check (by value).
+_seen: set[tuple[int, int, int, float | None]] = set()
+#: True once any policy was handed to it (the first use in the process).
 _checked = False
 _lock = threading.Lock()
 
 
+def _reset_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    # A fork while another thread holds the lock must not deadlock the child's first connection.
+    os.register_at_fork(after_in_child=_reset_in_child)
+
+
 def check_enabled() -> bool:
-    """False when ``KEEPALIVE_CHECK`` turns the once-per-process runtime check off."""
+    """False when ``KEEPALIVE_CHECK`` turns the runtime check off."""
     return os.environ.get(ENV_CHECK, "").strip().lower() not in _OFF
 
 
-def _first_use() -> None:
+def _first_use(policy: Policy, key: tuple[int, int, int, float | None]) -> None:
     global _checked
     with _lock:
-        if _checked:
+        if key in _seen:
             return
+        _seen.add(key)
         _checked = True
     if not check_enabled():
         log.debug("runtime check disabled by %s", ENV_CHECK)
@@ -46,7 +61,7 @@ def _first_use() -> None:
         log.debug("runtime check unavailable: keepalive.checker is not importable")
         return
     try:
-        checker_runtime.run_once()
+        checker_runtime.run_once(policy)  # starts a daemon thread and returns
     except Exception:
         # The check is advice; it must never break the connection that triggered it.
         log.debug("runtime check failed", exc_info=True)
@@ -55,19 +70,21 @@ def _first_use() -> None:
 def resolve(policy: Policy | None) -> Policy:
     """The policy a wrapper or adapter should use: ``policy``, or the default when None.
 
-    The first call in the process also runs the once-per-process runtime check.
+    The first use of each distinct policy also starts the runtime check of that policy (in the background).
     """
-    if not _checked:
-        _first_use()
     if policy is None:
-        return resolve_default_policy()
-    if not isinstance(policy, Policy):
+        policy = resolve_default_policy()
+    elif not isinstance(policy, Policy):
         raise TypeError(f"policy must be a keepalive.Policy or None, got {type(policy).__name__}")
+    key = (policy.idle, policy.interval, policy.count, policy.user_timeout)
+    if key not in _seen:
+        _first_use(policy, key)
     return policy
 
 
 def reset() -> None:
-    """Forget that the runtime check ran (for tests)."""
+    """Forget which policies the runtime check has seen (for tests)."""
     global _checked
     with _lock:
+        _seen.clear()
         _checked = False

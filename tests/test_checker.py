@@ -149,35 +149,45 @@ def test_loose_off_is_info(tmp_path: Path) -> None:
     assert codes(keepalive.check(proc_root=proc, policy=POLICY))["conntrack-loose-off"] is Severity.INFO
 
 
-def test_non_initial_namespace_is_info_and_its_timeout_is_not_the_path_timeout(tmp_path: Path) -> None:
+@pytest.mark.parametrize("entries", [0, 3])
+def test_non_initial_namespace_kernel_default_is_not_the_path_timeout(tmp_path: Path, entries: int) -> None:
+    """432000 s in a pod's namespace is the kernel default it started with, not the node's: never the path timeout,
+    whether or not conntrack entries exist at the moment."""
     proc = make_proc(
         tmp_path,
-        {"net.netfilter.nf_conntrack_tcp_timeout_established": 7, "net.netfilter.nf_conntrack_count": 0},
+        {"net.netfilter.nf_conntrack_tcp_timeout_established": 432000, "net.netfilter.nf_conntrack_count": entries},
         initial=False,
     )
     report = keepalive.check(proc_root=proc, policy=POLICY)
     assert report.namespace == "non-initial"
     finding = next(f for f in report.findings if f.code == "non-initial-namespace")
     assert finding.severity is Severity.INFO
-    assert "namespace" in finding.message
+    assert "kernel default" in finding.message
     assert "hostNetwork" in finding.fix
     established = source(report, "net.netfilter.nf_conntrack_tcp_timeout_established")
-    assert established.value == 7
+    assert established.value == 432000
     assert not established.limits_path
     assert established.note
-    assert "not the node's" in established.note
+    assert "not the node's value" in established.note
     assert report.path_timeout is None
 
 
-def test_non_initial_namespace_with_active_conntrack_counts_its_timeout(tmp_path: Path) -> None:
+@pytest.mark.parametrize("entries", [0, 3])
+def test_non_initial_namespace_value_set_on_purpose_is_the_path_timeout(tmp_path: Path, entries: int) -> None:
+    """Issue 14: a pod namespace's nf_conntrack_tcp_timeout_established=5 differs from the kernel default, so
+    someone set it and it counts; the verdict does not flip with whether a conntrack entry exists."""
     proc = make_proc(
         tmp_path,
-        {"net.netfilter.nf_conntrack_tcp_timeout_established": 120, "net.netfilter.nf_conntrack_count": 3},
+        {"net.netfilter.nf_conntrack_tcp_timeout_established": 5, "net.netfilter.nf_conntrack_count": entries},
         initial=False,
     )
     report = keepalive.check(proc_root=proc, policy=Policy(idle=200, interval=10, count=5))
-    assert report.path_timeout == 120
+    assert report.path_timeout == 5
     assert codes(report)["policy-idle-exceeds-path-timeout"] is Severity.ERROR
+    assert report.exit_code == 2
+    assert report.recommended_policy == Policy.below(5)
+    finding = next(f for f in report.findings if f.code == "non-initial-namespace")
+    assert "set here on purpose" in finding.message
 
 
 def test_node_timeout_longer_than_builtin_recommends_builtin(tmp_path: Path) -> None:
@@ -187,15 +197,45 @@ def test_node_timeout_longer_than_builtin_recommends_builtin(tmp_path: Path) -> 
     assert "built-in default" in report.recommended_origin
 
 
-def test_missing_proc_root_reports_one_unreadable_source(tmp_path: Path) -> None:
-    report = keepalive.check(proc_root=tmp_path / "nope", policy=POLICY)
-    assert report.exit_code == 0
-    unreadable = [f for f in report.findings if f.code == "source-unreadable"]
-    assert len(unreadable) == 1
-    assert "does not exist" in unreadable[0].message
+@pytest.mark.parametrize("make", ["missing", "empty", "file"])
+def test_a_proc_root_argument_that_is_not_a_proc_tree_is_refused_by_name(tmp_path: Path, make: str) -> None:
+    """Issue 14: an unmounted hostPath (empty directory) or a missing path is not "nothing expires here"."""
+    root = tmp_path / "host-proc"
+    if make == "empty":
+        root.mkdir()
+    elif make == "file":
+        root.write_text("")
+    with pytest.raises(ValueError, match=f"proc root {root}"):
+        keepalive.check(proc_root=root, policy=POLICY)
+
+
+@pytest.mark.parametrize("make", ["missing", "empty"])
+def test_a_proc_root_from_the_environment_that_is_not_a_proc_tree_is_an_error(tmp_path: Path, make: str) -> None:
+    root = tmp_path / "host-proc"
+    if make == "empty":
+        root.mkdir()
+    report = keepalive.check(policy=POLICY, environ={"KEEPALIVE_PROC_ROOT": str(root)})
+    assert report.exit_code == 2
+    finding = codes(report)
+    assert finding["proc-root-invalid"] is Severity.ERROR
+    assert "conntrack-not-loaded" not in finding
+    error = next(f for f in report.findings if f.code == "proc-root-invalid")
+    assert str(root) in error.message
     assert all(s.value is None for s in report.sources if s.name.startswith("net."))
-    assert report.namespace == "unknown"
-    assert "path-timeout-unknown" in codes(report)
+
+
+def test_a_zero_established_timeout_is_a_finding_not_silence(tmp_path: Path) -> None:
+    """Issue 14: nf_conntrack_tcp_timeout_established=0 was silently ignored."""
+    proc = make_proc(tmp_path, {"net.netfilter.nf_conntrack_tcp_timeout_established": 0})
+    report = keepalive.check(proc_root=proc, policy=POLICY)
+    assert codes(report)["conntrack-timeout-zero"] is Severity.WARNING
+    assert report.exit_code == 1
+    assert report.path_timeout is None
+
+
+def test_an_empty_kube_proxy_config_argument_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="kube_proxy_config: empty path"):
+        keepalive.check(proc_root=make_proc(tmp_path), policy=POLICY, kube_proxy_config="")
 
 
 def test_conntrack_not_loaded_is_one_info(tmp_path: Path) -> None:
@@ -457,9 +497,11 @@ def test_finding_is_immutable_and_severity_ordered() -> None:
 
 
 def test_real_proc_is_read_without_errors() -> None:
-    """On this machine's real /proc: every sysctl is read (Linux) or reported unknown, nothing raises."""
-    report = keepalive.check(proc_root="/proc", policy=POLICY)
-    assert report.exit_code in {0, 1, 2}
+    """On this machine's real /proc: every sysctl is read (Linux) or reported unknown, nothing raises; an idle above
+    the given path timeout is an error whatever the node holds, so the exit code is exactly 2."""
+    report = keepalive.check(proc_root="/proc", policy=POLICY, path_timeout=POLICY.idle - 1)
+    assert report.exit_code == 2
+    assert codes(report)["policy-idle-exceeds-path-timeout"] is Severity.ERROR
     if os.path.exists("/proc/sys/net/ipv4/tcp_keepalive_time"):
         assert isinstance(source(report, "net.ipv4.tcp_keepalive_time").value, int)
         with open("/proc/sys/net/ipv4/tcp_keepalive_time") as handle:
@@ -468,3 +510,24 @@ def test_real_proc_is_read_without_errors() -> None:
         assert report.namespace in {"initial", "non-initial"}
         assert "entries" in report.conntrack
     json.loads(report.to_json())
+
+
+@pytest.mark.parametrize(
+    ("config", "path_timeout"),
+    [
+        ({"kind": "KubeProxyConfiguration", "conntrack": {"tcpEstablishedTimeout": None, "maxPerCore": None}}, 86400),
+        ({"kind": "KubeProxyConfiguration", "mode": "ipvs", "ipvs": {"tcpTimeout": "0s"}}, 900),
+    ],
+    ids=["stock kubeadm (null conntrack fields)", "ipvs"],
+)
+def test_kube_proxy_config_never_loosens_the_recommendation(
+    tmp_path: Path, config: dict[str, object], path_timeout: int
+) -> None:
+    """Issue 14: a stock kubeadm kube-proxy ConfigMap or an IPVS config made the checker recommend idle=300."""
+    file = tmp_path / "kube-proxy.json"
+    file.write_text(json.dumps(config))
+    report = keepalive.check(proc_root=make_proc(tmp_path / "proc"), policy=POLICY, kube_proxy_config=file)
+    assert report.path_timeout == path_timeout
+    assert report.recommended_policy == keepalive.BUILTIN_POLICY
+    kinds = {e.label.split(" in ")[0]: e.kind for e in report.evidence}
+    assert set(kinds.values()) == {"node"}

@@ -240,3 +240,31 @@ def test_every_with_json_prints_one_object_per_line(tmp_path: Path) -> None:
     assert child.returncode == 0
     for line in lines:
         assert json.loads(line)["path_timeout"] == 86400
+
+
+@pytest.mark.parametrize("make", ["missing", "empty"])
+def test_a_proc_root_that_is_not_a_proc_tree_exits_2_naming_it(tmp_path: Path, make: str) -> None:
+    """Issue 14: an unmounted hostPath (an empty directory) or nothing at all passed with exit 0."""
+    root = tmp_path / "host-proc"
+    if make == "empty":
+        root.mkdir()
+    result = run_check("--proc-root", root, "--policy", "60,10,5")
+    assert result.returncode == 2
+    assert str(root) in result.stderr
+    assert "nothing on this host expires" not in result.stdout
+
+
+def test_a_proc_root_env_that_is_not_a_proc_tree_exits_2_naming_it(tmp_path: Path) -> None:
+    root = tmp_path / "host-proc"
+    root.mkdir()
+    result = run_check("--policy", "60,10,5", env={"KEEPALIVE_PROC_ROOT": str(root)})
+    assert result.returncode == 2
+    assert "proc-root-invalid" in result.stdout
+    assert str(root) in result.stdout
+
+
+def test_an_empty_kube_proxy_config_is_a_usage_error(tmp_path: Path) -> None:
+    result = run_check("--proc-root", make_proc(tmp_path), "--kube-proxy-config", "")
+    assert result.returncode == 2
+    assert "--kube-proxy-config" in result.stderr
+    assert "empty path" in result.stderr

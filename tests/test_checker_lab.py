@@ -76,16 +76,19 @@ def _sources(data: dict[str, object]) -> dict[str, dict[str, object]]:
     return {s["name"]: s for s in sources}
 
 
-def test_check_inside_a_namespace_reads_its_values_and_says_they_are_not_the_nodes(netns: str) -> None:
+def test_check_in_a_namespace_with_a_lowered_timeout_reports_that_timeout(netns: str) -> None:
+    """Issue 14: the namespace's 7 s differs from the kernel default (432000 s), so someone set it: it is the path
+    timeout, with no conntrack entry in the namespace (the verdict must not depend on one)."""
     result = _in_netns(netns, sys.executable, "-m", "keepalive", "check", "--json", "--policy", "60,10,5")
     assert "Traceback" not in result.stderr
     data = json.loads(result.stdout)
-    assert data["exit_code"] == result.returncode
+    assert data["exit_code"] == result.returncode == 2
     assert data["namespace"] == "non-initial"
     sources = _sources(data)
     # the value this namespace really has (set above), read through /proc
     assert sources[ESTABLISHED]["value"] == 7
-    assert sources[ESTABLISHED]["limits_path"] is False  # no conntrack entries here: not a path timeout
+    assert sources[ESTABLISHED]["limits_path"] is True
+    assert sources["net.netfilter.nf_conntrack_count"]["value"] == 0
     keepalive_time = _in_netns(netns, "cat", "/proc/sys/net/ipv4/tcp_keepalive_time").stdout.strip()
     assert sources["net.ipv4.tcp_keepalive_time"]["value"] == int(keepalive_time)
     evidence = sources["network namespace"]["note"]
@@ -93,10 +96,38 @@ def test_check_inside_a_namespace_reads_its_values_and_says_they_are_not_the_nod
     assert "0444" in evidence
     finding = next(f for f in data["findings"] if f["code"] == "non-initial-namespace")
     assert finding["severity"] == "info"
-    assert "namespace" in finding["message"]
     assert "7 s" in finding["message"]
     assert "hostNetwork" in finding["fix"]
-    assert data["path_timeout"] is None
+    assert data["path_timeout"] == 7
+    codes = {f["code"]: f["severity"] for f in data["findings"]}
+    assert codes["policy-idle-exceeds-path-timeout"] == "error"
+    assert data["recommended_policy"]["idle"] + data["recommended_policy"]["interval"] < 7
+    text = _in_netns(netns, sys.executable, "-m", "keepalive", "check", "--policy", "60,10,5")
+    assert "Path timeout: 7 s" in text.stdout
+
+
+def test_check_in_a_fresh_namespace_does_not_take_its_kernel_default_for_the_nodes() -> None:
+    """A namespace nobody tuned holds the kernel default 432000 s: that is not the node's value, not a path timeout."""
+    require_lab()
+    name = f"kachk-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    created = _ip("netns", "add", name)
+    if created.returncode != 0:
+        message = f"ip netns add failed: {created.stderr.strip()}"
+        if os.environ.get("KEEPALIVE_REQUIRE_LAB", "") not in {"", "0"}:
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        assert _ip("netns", "exec", name, "ip", "link", "set", "lo", "up").returncode == 0
+        result = _in_netns(name, sys.executable, "-m", "keepalive", "check", "--json", "--policy", "60,10,5")
+        data = json.loads(result.stdout)
+        sources = _sources(data)
+        assert sources[ESTABLISHED]["value"] == 432000
+        assert sources[ESTABLISHED]["limits_path"] is False
+        assert data["path_timeout"] is None
+        assert data["namespace"] == "non-initial"
+    finally:
+        _ip("netns", "del", name)
+    assert name not in _ip("netns", "list").stdout
 
 
 def test_the_hosts_own_check_is_unaffected(netns: str) -> None:

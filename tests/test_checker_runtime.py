@@ -1,4 +1,5 @@
-"""The runtime side: detected_path_timeout() for default_policy(), and run_once() logging each problem once."""
+"""The runtime side: detected_path_timeout() for default_policy(), and run_once() judging each distinct policy
+against the path model in the background, logging each problem once."""
 
 from __future__ import annotations
 
@@ -37,10 +38,10 @@ def test_node_conntrack_timeout_is_found_not_explicit(monkeypatch: pytest.Monkey
     assert keepalive.default_policy() == Policy.below(40)  # tighter than the built-in default: used
 
 
-def test_pod_namespace_conntrack_timeout_is_not_the_nodes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_pod_namespace_kernel_default_is_not_the_nodes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     proc = make_proc(
         tmp_path,
-        {"net.netfilter.nf_conntrack_tcp_timeout_established": 40, "net.netfilter.nf_conntrack_count": 0},
+        {"net.netfilter.nf_conntrack_tcp_timeout_established": 432000, "net.netfilter.nf_conntrack_count": 0},
         initial=False,
     )
     monkeypatch.setenv("KEEPALIVE_PROC_ROOT", str(proc))
@@ -48,14 +49,28 @@ def test_pod_namespace_conntrack_timeout_is_not_the_nodes(monkeypatch: pytest.Mo
     assert keepalive.default_policy() == keepalive.BUILTIN_POLICY
 
 
-def test_kube_proxy_config_env_is_explicit(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_pod_namespace_value_set_on_purpose_counts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    proc = make_proc(
+        tmp_path,
+        {"net.netfilter.nf_conntrack_tcp_timeout_established": 40, "net.netfilter.nf_conntrack_count": 0},
+        initial=False,
+    )
+    monkeypatch.setenv("KEEPALIVE_PROC_ROOT", str(proc))
+    assert checker_runtime.detected_path_timeout() == (40.0, False)
+    assert keepalive.default_policy() == Policy.below(40)
+
+
+def test_kube_proxy_config_env_is_node_evidence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Issue 14: kube-proxy's configuration is the node's evidence, not the user naming the path: an IPVS config
+    (900 s) must not loosen the built-in default to idle 300."""
     config = tmp_path / "kp.json"
     config.write_text(
         '{"kind": "KubeProxyConfiguration", "mode": "ipvs", "conntrack": {"tcpEstablishedTimeout": "2h"}}'
     )
     monkeypatch.setenv("KEEPALIVE_PROC_ROOT", str(make_proc(tmp_path / "proc")))
     monkeypatch.setenv("KEEPALIVE_KUBE_PROXY_CONFIG", str(config))
-    assert checker_runtime.detected_path_timeout() == (900.0, True)  # IPVS mode, tcpTimeout unset: 900 s
+    assert checker_runtime.detected_path_timeout() == (900.0, False)  # IPVS mode, tcpTimeout unset: 900 s
+    assert keepalive.default_policy() == keepalive.BUILTIN_POLICY
 
 
 @pytest.mark.parametrize(
@@ -92,6 +107,7 @@ def test_run_once_logs_each_warning_and_error_once_with_numbers_in_extra(
     caplog.set_level(logging.DEBUG, logger="keepalive")
     checker_runtime.run_once()
     checker_runtime.run_once()
+    assert checker_runtime.wait(30)
     records = _check_records(caplog)
     by_code = {getattr(r, "keepalive_code", None): r for r in records}
     assert len(records) == len(by_code)  # each once
@@ -102,10 +118,10 @@ def test_run_once_logs_each_warning_and_error_once_with_numbers_in_extra(
     assert error.keepalive_idle == 300  # type: ignore[attr-defined]
     assert error.keepalive_path_timeout == 240  # type: ignore[attr-defined]
     invalid = by_code["conntrack-invalid-packets"]
-    assert invalid.levelno == logging.WARNING
+    assert invalid.levelno == logging.INFO  # counted since boot: history, not something this process can act on
     assert invalid.keepalive_invalid == 12  # type: ignore[attr-defined]
     assert "--conntrack-tcp-be-liberal" in invalid.keepalive_fix  # type: ignore[attr-defined]
-    assert all(r.levelno >= logging.WARNING for r in records)  # info findings are not logged
+    assert [r for r in records if r.levelno >= logging.WARNING] == [error]
 
 
 def test_first_connection_runs_the_check_once(
@@ -118,6 +134,7 @@ def test_first_connection_runs_the_check_once(
     with echo_server() as address:
         for _ in range(3):
             keepalive.create_connection(address, timeout=5).close()
+    assert checker_runtime.wait(30)
     codes = [getattr(r, "keepalive_code", None) for r in _check_records(caplog)]
     assert codes.count("policy-idle-exceeds-path-timeout") == 1
 
@@ -131,6 +148,7 @@ def test_keepalive_check_0_turns_the_runtime_check_off(
     monkeypatch.setenv("KEEPALIVE_CHECK", "0")
     caplog.set_level(logging.DEBUG, logger="keepalive")
     core_runtime.resolve(None)
+    assert checker_runtime.wait(30)
     assert not [r for r in _check_records(caplog) if r.levelno >= logging.WARNING]
 
 
@@ -143,6 +161,96 @@ def test_run_once_never_raises_on_a_broken_node(
     monkeypatch.setenv("KEEPALIVE_IDLE", "garbage")
     caplog.set_level(logging.WARNING, logger="keepalive")
     checker_runtime.run_once()
+    assert checker_runtime.wait(30)
     codes = {getattr(r, "keepalive_code", None) for r in _check_records(caplog)}
     assert "kube-proxy-unreadable" in codes
     assert "invalid-policy-environment" not in codes  # the core logs that one itself (keepalive.policy)
+
+
+def test_each_distinct_policy_is_judged_on_its_first_use(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 14: create_connection(..., policy=Policy(idle=7200)) behind KEEPALIVE_MIDDLEBOX=aws-nat-gateway was
+    never judged: the runtime check looked at the process default only."""
+    monkeypatch.setenv("KEEPALIVE_PROC_ROOT", str(make_proc(tmp_path)))
+    monkeypatch.setenv("KEEPALIVE_MIDDLEBOX", "aws-nat-gateway")
+    caplog.set_level(logging.INFO, logger="keepalive")
+    with echo_server() as address:
+        keepalive.create_connection(address, timeout=5).close()  # the default: below(350), fits
+        for _ in range(2):
+            keepalive.create_connection(address, timeout=5, policy=Policy(idle=7200)).close()
+    assert checker_runtime.wait(30)
+    problems = [r for r in _check_records(caplog) if r.levelno >= logging.WARNING]
+    assert [getattr(r, "keepalive_code", None) for r in problems] == ["policy-idle-exceeds-path-timeout"]
+    assert problems[0].keepalive_idle == 7200  # type: ignore[attr-defined]
+    assert problems[0].keepalive_path_timeout == 350  # type: ignore[attr-defined]
+
+
+def test_node_settings_the_wrapped_sockets_do_not_use_are_info(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """tcp_keepalive_time above the path timeout matters only for sockets without their own idle: INFO here."""
+    monkeypatch.setenv("KEEPALIVE_PROC_ROOT", str(make_proc(tmp_path, {"net.ipv4.tcp_keepalive_time": 7200})))
+    monkeypatch.setenv("KEEPALIVE_MIDDLEBOX", "aws-nat-gateway")
+    caplog.set_level(logging.INFO, logger="keepalive")
+    core_runtime.resolve(None)
+    assert checker_runtime.wait(30)
+    records = {getattr(r, "keepalive_code", None): r for r in _check_records(caplog)}
+    assert records["kernel-keepalive-exceeds-path-timeout"].levelno == logging.INFO
+    assert not [r for r in records.values() if r.levelno >= logging.WARNING]
+
+
+def test_resolve_returns_before_the_check_runs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Issue 18: the check (imports, /proc, YAML) runs in a daemon thread; resolve() does not wait for it."""
+    import threading
+
+    monkeypatch.setenv("KEEPALIVE_PROC_ROOT", str(make_proc(tmp_path)))
+    release = threading.Event()
+    started = threading.Event()
+    caller = threading.get_ident()
+    ran_in: list[int] = []
+
+    def slow_check(policy: object) -> None:
+        ran_in.append(threading.get_ident())
+        started.set()
+        release.wait(30)
+
+    monkeypatch.setattr(checker_runtime, "check_policy", slow_check)
+    policy = core_runtime.resolve(Policy(idle=42))  # would block here if the check ran inline
+    assert policy == Policy(idle=42)
+    assert started.wait(30)
+    release.set()
+    assert checker_runtime.wait(30)
+    assert ran_in
+    assert ran_in[0] != caller
+
+
+def test_a_fork_while_the_runtime_locks_are_held_does_not_deadlock_the_child() -> None:
+    """Issue 15 item 4: both runtime locks are new in a child, so its first connection's resolve() returns."""
+    import os
+    import time
+    import warnings
+
+    with core_runtime._lock, checker_runtime._lock:  # as if another thread were inside them at fork time
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.environ["KEEPALIVE_CHECK"] = "0"
+                code = 0 if core_runtime.resolve(Policy(idle=41)) == Policy(idle=41) else 3
+                checker_runtime.run_once(Policy(idle=43))
+            finally:
+                os._exit(code)
+    deadline = time.monotonic() + 60
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the child deadlocked on a runtime lock held at fork time")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -60,3 +60,24 @@ def test_console_script_is_installed() -> None:
     assert script is not None, "the keepalive console script is not installed next to this Python"
     out = subprocess.run([script, "--version"], capture_output=True, text=True, check=True).stdout
     assert out.startswith("keepalive ")
+
+
+def test_policy_command_shows_the_path_models_answer(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: object
+) -> None:
+    """`keepalive policy` shows the evidence, the minimum and the rule: a named azure-lb beats a longer path."""
+    monkeypatch.setenv("KEEPALIVE_PATH_TIMEOUT", "3600")
+    monkeypatch.setenv("KEEPALIVE_MIDDLEBOX", "azure-lb")
+    assert main(["policy"]) == 0
+    out = capsys.readouterr().out
+    expected = Policy.below(240)
+    assert f"policy:    idle={expected.idle}s interval={expected.interval}s" in out
+    assert "path:      240 s, the minimum over:" in out
+    assert "middlebox azure-lb from KEEPALIVE_MIDDLEBOX" in out
+    assert "KEEPALIVE_PATH_TIMEOUT" in out
+    assert main(["policy", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["policy"] == expected.to_dict()
+    assert data["path"]["path_timeout"] == 240
+    assert data["path"]["named"] is True
+    assert {item["kind"] for item in data["path"]["evidence"]} >= {"explicit"}

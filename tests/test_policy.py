@@ -244,7 +244,7 @@ def test_replace_rederives_the_user_timeout() -> None:
 
 
 def test_default_policy_is_the_builtin_without_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("keepalive._policy._detected_path_timeout", lambda: None)
+    monkeypatch.setattr("keepalive._policy._detect_path", lambda: None)
     assert keepalive.default_policy() == BUILTIN_POLICY
 
 
@@ -260,16 +260,16 @@ def test_default_policy_prefers_the_environment_and_is_cached(monkeypatch: pytes
 
 
 def test_default_policy_uses_an_explicit_path_timeout_from_the_checker(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("keepalive._policy._detected_path_timeout", lambda: (350.0, True))
+    monkeypatch.setattr("keepalive._policy._detect_path", lambda: (350.0, True, "KEEPALIVE_PATH_TIMEOUT"))
     assert keepalive.default_policy() == Policy.below(350)
 
 
 def test_a_detected_node_timeout_never_loosens_the_builtin(monkeypatch: pytest.MonkeyPatch) -> None:
     """A pod or node conntrack timeout of a day says nothing about a cloud NAT further along the path."""
-    monkeypatch.setattr("keepalive._policy._detected_path_timeout", lambda: (86400.0, False))
+    monkeypatch.setattr("keepalive._policy._detect_path", lambda: (86400.0, False, "node"))
     assert keepalive.default_policy() == BUILTIN_POLICY
     keepalive.reset_default_policy()
-    monkeypatch.setattr("keepalive._policy._detected_path_timeout", lambda: (4.0, False))
+    monkeypatch.setattr("keepalive._policy._detect_path", lambda: (4.0, False, "node"))
     assert keepalive.default_policy() == Policy.below(4)
 
 
@@ -287,3 +287,103 @@ def test_default_policy_raises_on_a_broken_environment_but_wrappers_fall_back(
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1
     assert "KEEPALIVE_IDLE='soon'" in errors[0].getMessage()
+
+
+def test_a_broken_environment_raises_whatever_ran_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 14: after a wrapper resolved (and fell back), default_policy() still raises and check() still reports
+    invalid-policy-environment."""
+    from keepalive._policy import resolve_default_policy
+
+    monkeypatch.setenv("KEEPALIVE_IDLE", "abc")
+    assert resolve_default_policy() == BUILTIN_POLICY  # a wrapper ran first
+    with pytest.raises(InvalidPolicy, match="KEEPALIVE_IDLE='abc'"):
+        keepalive.default_policy()
+    report = keepalive.check(proc_root="/proc")
+    assert "invalid-policy-environment" in {f.code for f in report.findings}
+    assert report.exit_code == 2
+
+
+def test_explicit_timings_fill_the_other_fields_from_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("keepalive._policy._detect_path", lambda: (240.0, True, "middlebox azure-lb"))
+    monkeypatch.setenv("KEEPALIVE_COUNT", "3")
+    policy, why = keepalive.explain_default_policy()
+    assert policy == Policy.below(240).replace(count=3)
+    assert "KEEPALIVE_COUNT=3" in why
+
+
+def test_fork_during_a_slow_first_resolution_does_not_deadlock_the_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15 item 4: a fork while another thread holds the default-resolution lock; the child resolves anew."""
+    import os
+    import threading
+    import time
+    import warnings
+
+    from keepalive import _policy
+
+    inside = threading.Event()
+    release = threading.Event()
+
+    def slow_detect() -> None:
+        inside.set()
+        release.wait(30)
+
+    monkeypatch.setattr(_policy, "_detect_path", slow_detect)
+    worker = threading.Thread(target=keepalive.default_policy, daemon=True)
+    worker.start()
+    try:
+        assert inside.wait(30)  # the worker holds the lock now
+        with warnings.catch_warnings():  # Python 3.12+ warns about fork() with threads: that is the point here
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # the child: its default_policy() must not wait for the parent's thread
+            code = 1
+            try:
+                release.set()  # the child's copy: no thread waits on it here
+                monkeypatch.setattr(_policy, "_detect_path", lambda: None)
+                code = 0 if keepalive.default_policy() == BUILTIN_POLICY else 3
+            finally:
+                os._exit(code)
+        deadline = time.monotonic() + 60
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                pytest.fail("the child's default_policy() deadlocked after fork")
+            time.sleep(0.05)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        release.set()
+        worker.join(30)
+
+
+@pytest.mark.parametrize(
+    ("found", "expected"),
+    [
+        (None, None),
+        ((350.0, True, "KEEPALIVE_PATH_TIMEOUT"), 350.0),  # named: the user's word
+        ((86400.0, True, "KEEPALIVE_PATH_TIMEOUT"), 86400.0),
+        (
+            (86400.0, False, "node"),
+            None,
+        ),  # the node's own, looser than the built-in covers: the policy is the yardstick
+        ((900.0, False, "kube-proxy ipvs.tcpTimeout"), None),
+        ((40.0, False, "node"), 40.0),  # tighter than the built-in: used
+        ((2.0, False, "node"), 2.0),
+    ],
+)
+def test_explain_path_timeout_is_the_audits_yardstick(
+    monkeypatch: pytest.MonkeyPatch, found: tuple[float, bool, str] | None, expected: float | None
+) -> None:
+    """The path timeout the audit's verdicts use follows the same rules as the default policy."""
+    from keepalive._policy import explain_path_timeout
+
+    monkeypatch.setattr("keepalive._policy._detect_path", lambda: found)
+    timeout, why = explain_path_timeout()
+    assert timeout == expected
+    assert why
+    assert explain_path_timeout(120) == (120.0, "given")
+    with pytest.raises(ValueError, match="path_timeout"):
+        explain_path_timeout(0)

@@ -26,6 +26,7 @@ __all__ = [
     "Namespace",
     "default_proc_root",
     "detect_namespace",
+    "proc_root_problem",
     "read_bytes",
     "read_nf_stat",
     "read_sysctl",
@@ -121,10 +122,28 @@ def read_bytes(path: str | Path, limit: int) -> tuple[bytes | None, str | None]:
         os.close(fd)
 
 
-def _missing_root(proc_root: str | Path) -> str | None:
-    if not Path(proc_root).is_dir():
-        return f"proc root {proc_root} does not exist (not Linux, or not mounted)"
+def proc_root_problem(proc_root: str | Path) -> str | None:
+    """Why ``proc_root`` is not a mounted proc (missing, not a directory, no ``sys`` directory), or None."""
+    root = Path(proc_root)
+    try:
+        if not root.exists():
+            return "does not exist"
+        if not root.is_dir():
+            return "is not a directory"
+        if not root.joinpath("sys").is_dir():
+            return "is not a proc tree (no sys directory: an empty or unmounted hostPath?)"
+    except (OSError, ValueError) as exc:
+        return f"cannot be read ({exc})"
     return None
+
+
+def _missing_root(proc_root: str | Path) -> str | None:
+    problem = proc_root_problem(proc_root)
+    if problem is None:
+        return None
+    if problem == "does not exist":
+        return f"proc root {proc_root} does not exist (not Linux, or not mounted)"
+    return f"proc root {proc_root} {problem}"
 
 
 def read_sysctl(proc_root: str | Path, name: str, unit: str = "") -> Source:

@@ -17,7 +17,7 @@ from keepalive._exceptions import InvalidPolicy
 from keepalive._log import get_logger
 from keepalive._path._kubeproxy import ENV_KUBE_PROXY_CONFIG, NotLoopback, loopback_url
 from keepalive._path._middleboxes import MIDDLEBOX_NOTES, MIDDLEBOXES, parse_middleboxes
-from keepalive._path._proc import ENV_PROC_ROOT
+from keepalive._path._proc import ENV_PROC_ROOT, proc_root_problem
 from keepalive._policy import Policy
 from keepalive.checker._check import MAX_SAMPLE, parse_path_timeout, run_check
 from keepalive.checker._report import Report
@@ -62,6 +62,19 @@ def _middleboxes(text: str) -> list[str]:
     return known
 
 
+def _config_file(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty path: give kube-proxy's configuration file, or leave the flag out")
+    return text
+
+
+def _proc_root(text: str) -> str:
+    problem = proc_root_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text}: {problem}")
+    return text
+
+
 def _url(text: str) -> str:
     try:
         loopback_url(text)
@@ -80,6 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--proc-root",
         metavar="DIR",
+        type=_proc_root,
         help=f"where proc is mounted (default ${ENV_PROC_ROOT} or /proc; e.g. /host/proc for a hostPath mount)",
     )
     parser.add_argument(
@@ -92,6 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kube-proxy-config",
         metavar="FILE",
+        type=_config_file,
         help=f"kube-proxy's KubeProxyConfiguration, JSON or YAML (YAML needs tcp-keepalive[yaml]); "
         f"default ${ENV_KUBE_PROXY_CONFIG}",
     )

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from keepalive._path._kubeproxy import KubeProxy
+from keepalive._path._model import KERNEL_DEFAULT_ESTABLISHED, Fit, judge
 from keepalive._path._proc import (
     BE_LIBERAL,
     CLOSE_WAIT,
@@ -19,7 +20,7 @@ from keepalive._path._proc import (
     MAX,
     Namespace,
 )
-from keepalive._policy import Policy
+from keepalive._policy import BELOW_MIN_TIMEOUT, Policy
 from keepalive.checker._model import Finding, Severity, Source
 
 __all__ = ["FULL_RATIO", "Facts", "evaluate"]
@@ -97,8 +98,22 @@ def _policy_rules(facts: Facts) -> list[Finding]:
         f"Set {_env_fix(rec)} (the recommended policy: {facts.recommended_origin}), or pass "
         f"policy=keepalive.Policy(idle={rec.idle}, interval={rec.interval}, count={rec.count})."
     )
-    if policy.idle >= timeout:
-        return [
+    findings: list[Finding] = []
+    if timeout < BELOW_MIN_TIMEOUT:
+        findings.append(
+            Finding(
+                Severity.ERROR,
+                "path-timeout-too-short",
+                f"The path timeout {_s(timeout)} ({facts.path_origin}) is too short for TCP keepalive, which "
+                "works in whole seconds (idle 1 s + interval 1 s must stay below it).",
+                "Check the value; raise the middlebox's idle timeout to at least 3 s, or have the "
+                "application send its own heartbeats.",
+                {"path_timeout": timeout},
+            )
+        )
+    fit = judge(policy.idle, policy.interval, timeout)
+    if fit is Fit.IDLE_EXCEEDS:
+        findings.append(
             Finding(
                 Severity.ERROR,
                 "policy-idle-exceeds-path-timeout",
@@ -108,9 +123,9 @@ def _policy_rules(facts: Facts) -> list[Finding]:
                 fix,
                 data,
             )
-        ]
-    if policy.idle + policy.interval >= timeout:
-        return [
+        )
+    elif fit is Fit.SECOND_PROBE_LATE:
+        findings.append(
             Finding(
                 Severity.WARNING,
                 "policy-second-probe-late",
@@ -121,17 +136,19 @@ def _policy_rules(facts: Facts) -> list[Finding]:
                 fix,
                 data,
             )
-        ]
-    return [
-        Finding(
-            Severity.OK,
-            "policy-fits-path-timeout",
-            f"Keepalive idle {_s(policy.idle)} + interval {_s(policy.interval)} stays below the path timeout "
-            f"{_s(timeout)} ({facts.path_origin}). Policy from {facts.policy_origin}.",
-            "",
-            data,
         )
-    ]
+    else:
+        findings.append(
+            Finding(
+                Severity.OK,
+                "policy-fits-path-timeout",
+                f"Keepalive idle {_s(policy.idle)} + interval {_s(policy.interval)} stays below the path timeout "
+                f"{_s(timeout)} ({facts.path_origin}). Policy from {facts.policy_origin}.",
+                "",
+                data,
+            )
+        )
+    return findings
 
 
 def _kernel_rules(facts: Facts) -> list[Finding]:
@@ -249,7 +266,7 @@ def _stat_rules(facts: Facts) -> list[Finding]:
                 "conntrack-invalid-packets-past",
                 f"conntrack counted {invalid_total} invalid packets since boot, none during the "
                 f"{facts.sample_seconds:g} s sample.",
-                'Sample for longer (--sample) or watch keepalive_check_conntrack_rate{counter="invalid"}.',
+                'Sample for longer (--sample) or watch keepalive_check_conntrack_stat_rate{counter="invalid"}.',
                 {"invalid": invalid_total, "invalid_per_second": 0.0},
             )
         )
@@ -292,7 +309,18 @@ def _namespace_rules(facts: Facts) -> list[Finding]:
     if facts.namespace.state != "non-initial":
         return []
     established = facts.sysctl(ESTABLISHED)
-    value = f" (nf_conntrack_tcp_timeout_established reads {established} s here)" if established is not None else ""
+    if established is None:
+        value = ""
+    elif established == KERNEL_DEFAULT_ESTABLISHED:
+        value = (
+            f" (nf_conntrack_tcp_timeout_established reads {established} s here, the kernel default: not used as "
+            "the path timeout)"
+        )
+    else:
+        value = (
+            f" (nf_conntrack_tcp_timeout_established reads {established} s here; it differs from the kernel "
+            f"default {KERNEL_DEFAULT_ESTABLISHED} s, so it was set here on purpose and is used as a path timeout)"
+        )
     return [
         Finding(
             Severity.INFO,

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from keepalive._path._model import Evidence
 from keepalive._policy import Policy
 from keepalive.checker._model import Finding, Severity, Source, plain
 
@@ -29,15 +30,6 @@ def _wrap(text: str, indent: int, hanging: int | None = None) -> list[str]:
         break_on_hyphens=False,
         break_long_words=False,
     )
-
-
-def _policy_dict(policy: Policy) -> dict[str, Any]:
-    return {
-        "idle": policy.idle,
-        "interval": policy.interval,
-        "count": policy.count,
-        "user_timeout": policy.user_timeout,
-    }
 
 
 def _number(value: float) -> str:
@@ -94,6 +86,7 @@ class Report:
         conntrack_rates: per-second increases over the sample, or None when not sampled.
         sample_seconds: the sample length (0 = no sample).
         generated_at: Unix time of the check.
+        evidence: every idle timeout on the path the model knows, each with its provenance.
     """
 
     findings: tuple[Finding, ...]
@@ -110,6 +103,7 @@ class Report:
     conntrack_rates: Mapping[str, float] | None = None
     sample_seconds: float = 0.0
     generated_at: float = 0.0
+    evidence: tuple[Evidence, ...] = ()
 
     @property
     def severity(self) -> Severity:
@@ -128,16 +122,17 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         """Everything, JSON-ready: ``findings``, ``recommended_policy``, ``path_timeout``, ``sources``, ..."""
-        recommended = _policy_dict(self.recommended_policy)
+        recommended = self.recommended_policy.to_dict()
         recommended["origin"] = self.recommended_origin
         recommended["env"] = self.recommended_policy.to_env()
-        checked = _policy_dict(self.policy)
+        checked = self.policy.to_dict()
         checked["origin"] = self.policy_origin
         return {
             "status": self.severity.value,
             "exit_code": self.exit_code,
             "path_timeout": plain(self.path_timeout),
             "path_timeout_origin": self.path_timeout_origin,
+            "evidence": [e.to_dict() for e in self.evidence],
             "policy": checked,
             "recommended_policy": recommended,
             "findings": [f.to_dict() for f in self.findings],
@@ -170,6 +165,8 @@ class Report:
             lines.append("Path timeout: unknown (give --middlebox or --path-timeout)")
         else:
             lines.append(f"Path timeout: {self.path_timeout:g} s ({self.path_timeout_origin})")
+            lines.append("  the minimum over the path's evidence:")
+            lines.extend(f"    {e.timeout:>8g} s  {e.kind:<8}  {e.label}" for e in self.evidence)
         lines.append(f"Policy checked: {self.policy} ({self.policy_origin})")
         lines.append("")
         lines.append("Findings:")
@@ -221,7 +218,12 @@ class Report:
         def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
             out.append(f"# HELP {name} {help_text}")
             out.append(f"# TYPE {name} {kind}")
-            out.extend(f"{name}{labels} {_number(value)}" for labels, value in samples)
+            seen: set[str] = set()
+            for labels, value in samples:
+                if labels in seen:  # one series per label set: node_exporter drops repeated series
+                    continue
+                seen.add(labels)
+                out.append(f"{name}{labels} {_number(value)}")
 
         metric(
             "keepalive_check_status",
@@ -235,11 +237,15 @@ class Report:
             "Number of findings by severity.",
             [(_labels(severity=s.value), len(self.by_severity(s))) for s in Severity],
         )
+        by_code: dict[tuple[str, str], int] = {}
+        for finding in self.findings:
+            key = (finding.code, finding.severity.value)
+            by_code[key] = by_code.get(key, 0) + 1
         metric(
             "keepalive_check_finding",
             "gauge",
-            "One finding (always 1), by code and severity.",
-            [(_labels(code=f.code, severity=f.severity.value), 1) for f in self.findings],
+            "Number of findings with this code and severity (a code can repeat, e.g. one per unreadable source).",
+            [(_labels(code=code, severity=severity), n) for (code, severity), n in by_code.items()],
         )
         metric(
             "keepalive_check_path_timeout_seconds",
@@ -260,7 +266,7 @@ class Report:
             policy_samples,
         )
         metric(
-            "keepalive_check_policy_count",
+            "keepalive_check_policy_probes",
             "gauge",
             "Keepalive probe count, checked and recommended.",
             [
@@ -272,10 +278,10 @@ class Report:
         metric(
             "keepalive_check_source_value",
             "gauge",
-            "Values read by keepalive check (booleans as 0/1), by source and unit.",
+            "Values read by keepalive check (booleans as 0/1), by source, origin and unit.",
             [
                 (
-                    _labels(source=s.name, unit=s.unit, limits_path="1" if s.limits_path else "0"),
+                    _labels(source=s.name, origin=s.origin, unit=s.unit, limits_path="1" if s.limits_path else "0"),
                     float(s.value) if isinstance(s.value, float) else int(s.value),
                 )
                 for s in numeric
@@ -285,8 +291,8 @@ class Report:
         metric(
             "keepalive_check_source_known",
             "gauge",
-            "1 when the source could be read, 0 when it is unknown.",
-            [(_labels(source=s.name), 1 if s.known else 0) for s in self.sources],
+            "1 when the source could be read, 0 when it is unknown, by source and origin.",
+            [(_labels(source=s.name, origin=s.origin), 1 if s.known else 0) for s in self.sources],
         )
         counters = [(name, value) for name, value in self.conntrack.items() if name != "entries"]
         metric(

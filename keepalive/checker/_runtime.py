@@ -1,9 +1,15 @@
 """The checker's side of the runtime contract (CONTRIBUTING.md).
 
-* :func:`detected_path_timeout` -- for :func:`keepalive.default_policy`: the smallest path timeout from cheap
-  local reads, and whether it was given explicitly. Never raises, never touches the network.
-* :func:`run_once` -- for ``keepalive._runtime.resolve()``: the first time the process applies keepalive, run the
-  check once and log each warning and error once on logger ``keepalive.check``.
+* :func:`detected_path_timeout` -- the path model's smallest path timeout from cheap local reads, and whether the
+  user named the path. Never raises, never touches the network.
+* :func:`run_once` -- for ``keepalive._runtime.resolve()``: the first time the process uses a policy, judge that
+  policy against the path model in a daemon thread (never on the caller's event loop), and log each distinct
+  problem once per process on logger ``keepalive.check``.
+
+Levels: WARNING (ERROR for an idle at or past the path timeout) only for what this process can act on -- its
+policy does not fit the path, or its own ``KEEPALIVE_*`` settings are wrong. INFO for history (since-boot
+conntrack counters: the runtime check does not sample) and for node settings its wrapped sockets do not use.
+This module imports nothing heavy: the checker itself is imported in the thread.
 """
 
 from __future__ import annotations
@@ -11,110 +17,161 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from keepalive._log import get_logger
-from keepalive._path._kubeproxy import ENV_KUBE_PROXY_CONFIG, read_kube_proxy_file
-from keepalive._path._middleboxes import MIDDLEBOXES, parse_middleboxes
-from keepalive._path._proc import COUNT, ESTABLISHED, default_proc_root, detect_namespace, read_sysctl
-from keepalive._policy import ENV_PATH_TIMEOUT, Policy
-from keepalive.checker._check import ENV_MIDDLEBOX, conntrack_limits_path, parse_path_timeout, run_check
-from keepalive.checker._model import Severity
 
-__all__ = ["detected_path_timeout", "reset", "run_once"]
+if TYPE_CHECKING:
+    from keepalive._policy import Policy
+    from keepalive.checker._model import Finding
+
+__all__ = ["detected_path_timeout", "reset", "run_once", "wait"]
 
 log = get_logger("check")
 
-_LEVELS: Final = {Severity.WARNING: logging.WARNING, Severity.ERROR: logging.ERROR}
-
 #: Findings the core already logs itself (keepalive.policy): not logged twice.
 _LOGGED_BY_THE_CORE: Final = frozenset({"invalid-policy-environment"})
+#: Node settings and history: true, but nothing this process can change. Logged at INFO.
+_NODE_CODES: Final = frozenset(
+    {
+        "kernel-keepalive-exceeds-path-timeout",  # only for sockets without their own idle: not the wrapped ones
+        "conntrack-table-nearly-full",
+        "conntrack-invalid-packets",  # without a sample: counted since boot
+        "conntrack-invalid-packets-liberal",
+        "conntrack-drops",  # without a sample: counted since boot
+        "conntrack-insert-failed",
+        "conntrack-loose-off",
+        "conntrack-timeout-zero",
+        "close-wait-shorter-than-idle",
+        "kube-proxy-sysctl-mismatch",
+        "kube-proxy-config-refused",
+        "kube-proxy-field-unreadable",
+        "non-initial-namespace",
+        "source-unreadable",
+        "conntrack-not-loaded",
+    }
+)
 
-_done = False
 _lock = threading.Lock()
+_policies: set[tuple[int, int, int, float | None]] = set()
+_logged: set[tuple[str, str]] = set()
+_threads: list[threading.Thread] = []
 
 
-def _detect(env: Mapping[str, str]) -> tuple[float, bool] | None:
-    candidates: list[tuple[float, bool]] = []
-    raw = env.get(ENV_PATH_TIMEOUT, "").strip()
-    if raw:
-        value, _ = parse_path_timeout(raw)
-        if value is not None:
-            candidates.append((value, True))
-    names, _ = parse_middleboxes(env.get(ENV_MIDDLEBOX, ""))
-    candidates.extend((float(MIDDLEBOXES[name]), True) for name in names)
-    config = env.get(ENV_KUBE_PROXY_CONFIG, "").strip()
-    if config:
-        proxy, _ = read_kube_proxy_file(config)
-        if proxy is not None:
-            if proxy.tcp_established_timeout:
-                candidates.append((proxy.tcp_established_timeout, True))
-            if proxy.ipvs_timeout:
-                candidates.append((proxy.ipvs_timeout, True))
-    root = default_proc_root(dict(env))
-    established = read_sysctl(root, ESTABLISHED).value
-    if isinstance(established, int) and established > 0:
-        count = read_sysctl(root, COUNT).value
-        limits, _ = conntrack_limits_path(detect_namespace(root), count if isinstance(count, int) else None)
-        if limits:
-            candidates.append((float(established), False))
-    if not candidates:
-        return None
-    return min(candidates, key=lambda candidate: (candidate[0], not candidate[1]))
+def _reset_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()
+    _threads.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_in_child)
 
 
 def detected_path_timeout() -> tuple[float, bool] | None:
-    """The smallest path idle timeout visible from cheap local reads, and whether it was given explicitly.
+    """The smallest path idle timeout visible from cheap local reads, and whether the user named the path.
 
-    Explicit (``True``): ``KEEPALIVE_PATH_TIMEOUT``, ``KEEPALIVE_MIDDLEBOX`` presets, the kube-proxy configuration
-    file named by ``KEEPALIVE_KUBE_PROXY_CONFIG``. Found (``False``): ``nf_conntrack_tcp_timeout_established``
-    under ``KEEPALIVE_PROC_ROOT`` (default ``/proc``) -- not in a pod's network namespace without conntrack
-    entries, whose value is the kernel default rather than the node's. None when nothing is known.
-    Never raises and opens no network connection.
+    Named (``True``): ``KEEPALIVE_PATH_TIMEOUT``, ``KEEPALIVE_MIDDLEBOX`` presets. Node (``False``):
+    ``nf_conntrack_tcp_timeout_established`` under ``KEEPALIVE_PROC_ROOT`` (default ``/proc``; in a non-initial
+    network namespace only when it differs from the kernel default 432000 s), the kube-proxy configuration named by
+    ``KEEPALIVE_KUBE_PROXY_CONFIG``. None when nothing is known. Never raises and opens no network connection.
     """
-    try:
-        return _detect(os.environ)
-    except Exception:
-        log.debug("path timeout detection failed", exc_info=True)
+    from keepalive._policy import _detected_path_timeout
+
+    return _detected_path_timeout()
+
+
+def _level(finding: Finding) -> int | None:
+    severity = finding.severity.value
+    if severity in {"ok", "info"} or finding.code in _LOGGED_BY_THE_CORE:
         return None
+    if finding.code in _NODE_CODES:
+        return logging.INFO
+    return logging.ERROR if severity == "error" else logging.WARNING
 
 
-def run_once(policy: Policy | None = None) -> None:
-    """Run the check once per process (no network, no sampling) and log each warning and error once.
+def _log(finding: Finding, level: int) -> None:
+    extra: dict[str, object] = {
+        "keepalive_code": finding.code,
+        "keepalive_severity": finding.severity.value,
+        "keepalive_fix": finding.fix,
+    }
+    extra.update({f"keepalive_{name}": value for name, value in finding.data.items()})
+    log.log(level, "keepalive check [%s]: %s Fix: %s", finding.code, finding.message, finding.fix, extra=extra)
 
-    Each finding is logged on logger ``keepalive.check`` at WARNING or ERROR, with the numbers in the message
-    and in ``extra`` (``keepalive_code``, ``keepalive_severity``, ``keepalive_fix`` and ``keepalive_<name>`` for
-    each number). Later calls do nothing. Never raises.
-    """
-    global _done
-    with _lock:
-        if _done:
-            return
-        _done = True
+
+def check_policy(policy: Policy | None = None) -> None:
+    """Judge ``policy`` (default: the process's) against the path model now, in this thread; log what is new."""
+    from keepalive._policy import explain_default_policy
+    from keepalive.checker._check import run_check
+
+    origin = "given by the caller"
     try:
-        report = run_check(policy=policy, policy_origin="given")
+        default, why = explain_default_policy()
     except Exception:
-        log.debug("runtime check failed", exc_info=True)
-        return
+        default, why = None, ""
+    if policy is None or policy == default:
+        policy, origin = default, why or origin
+    report = run_check(policy=policy, policy_origin=origin)
     for finding in report.findings:
-        level = _LEVELS.get(finding.severity)
-        if level is None or finding.code in _LOGGED_BY_THE_CORE:
+        level = _level(finding)
+        if level is None:
             continue
-        extra: dict[str, object] = {
-            "keepalive_code": finding.code,
-            "keepalive_severity": finding.severity.value,
-            "keepalive_fix": finding.fix,
-        }
-        extra.update({f"keepalive_{name}": value for name, value in finding.data.items()})
+        key = (finding.code, finding.message)
+        with _lock:
+            if key in _logged:
+                continue
+            _logged.add(key)
         try:
-            log.log(level, "keepalive check [%s]: %s Fix: %s", finding.code, finding.message, finding.fix, extra=extra)
+            _log(finding, level)
         except Exception:
             log.debug("could not log finding %s", finding.code, exc_info=True)
 
 
-def reset() -> None:
-    """Let :func:`run_once` run again (for tests)."""
-    global _done
+def _check_quietly(policy: Policy | None) -> None:
+    try:
+        check_policy(policy)
+    except Exception:
+        # The check is advice; it must never break the process that triggered it.
+        log.debug("runtime check failed", exc_info=True)
+
+
+def run_once(policy: Policy | None = None) -> None:
+    """On the first use of each distinct policy, start judging it against the path model in a daemon thread.
+
+    Returns at once. Each problem is logged once per process on logger ``keepalive.check`` (the numbers in the
+    message and in ``extra``: ``keepalive_code``, ``keepalive_severity``, ``keepalive_fix`` and
+    ``keepalive_<name>`` for each number). Never raises.
+    """
+    key = None if policy is None else (policy.idle, policy.interval, policy.count, policy.user_timeout)
     with _lock:
-        _done = False
+        if key is not None and key in _policies:
+            return
+        if key is not None:
+            _policies.add(key)
+        thread = threading.Thread(target=_check_quietly, args=(policy,), name="keepalive-check", daemon=True)
+        _threads.append(thread)
+    try:
+        thread.start()
+    except RuntimeError:  # interpreter shutting down: no new threads
+        log.debug("runtime check not started", exc_info=True)
+
+
+def wait(timeout: float | None = None) -> bool:
+    """Wait for the runtime checks started so far (for tests); True when all have finished."""
+    with _lock:
+        threads = list(_threads)
+    for thread in threads:
+        if thread.is_alive() or thread.ident is not None:
+            thread.join(timeout)
+    with _lock:
+        _threads[:] = [t for t in _threads if t.is_alive()]
+        return not _threads
+
+
+def reset() -> None:
+    """Forget which policies were judged and which problems were logged (for tests)."""
+    wait(10)
+    with _lock:
+        _policies.clear()
+        _logged.clear()
