@@ -88,8 +88,8 @@ def test_v1alpha1_yaml_fields_are_sources_and_limit_the_path(tmp_path: Path) -> 
     assert report.path_timeout == 7200
     assert report.path_timeout_origin is not None
     assert "kube-proxy" in report.path_timeout_origin
-    # explicit (a configuration), so the recommendation follows it even though it is looser than the built-in
-    assert report.recommended_policy == Policy.below(7200)
+    # node evidence (a kube-proxy configuration) never loosens the built-in default, which covers cloud NATs
+    assert report.recommended_policy == keepalive.BUILTIN_POLICY
     assert codes(report)["kube-proxy-sysctl-mismatch"] is Severity.INFO  # the fake node says 86400
 
 
@@ -121,7 +121,9 @@ def test_ipvs_mode_with_zero_tcp_timeout_means_900_seconds(tmp_path: Path) -> No
     assert ipvs.value == 900
     assert ipvs.limits_path
     assert report.path_timeout == 900
-    assert report.recommended_policy == Policy.below(900)
+    assert (
+        report.recommended_policy == keepalive.BUILTIN_POLICY
+    )  # node evidence: below(900) is looser than the built-in
 
 
 def test_zero_established_timeout_leaves_the_sysctl_alone(tmp_path: Path) -> None:
@@ -375,3 +377,30 @@ def test_absent_file_named_by_the_environment_is_only_info(tmp_path: Path) -> No
     finding = next(f for f in report.findings if f.code == "kube-proxy-unreadable")
     assert finding.severity is Severity.INFO
     assert report.exit_code == 0
+
+
+def test_check_finds_a_running_kube_proxy_in_the_proc_root_and_reads_its_flags(tmp_path: Path) -> None:
+    """A hostPID checker sees kube-proxy's command line under the proc root: its IPVS mode and established
+    timeout are node evidence (the path timeout is their minimum; the default is not loosened by them)."""
+    proc = make_proc(tmp_path / "proc")
+    process = proc / "4242"
+    process.mkdir()
+    (process / "cmdline").write_bytes(
+        b"/usr/local/bin/kube-proxy\0--proxy-mode=ipvs\0--conntrack-tcp-timeout-established=1h0m0s\0"
+    )
+    report = keepalive.check(proc_root=proc, policy=POLICY)
+    assert source(report, "kube-proxy mode").value == "ipvs"
+    assert source(report, "kube-proxy mode").origin == "kube-proxy process 4242"
+    assert source(report, "kube-proxy conntrack.tcpEstablishedTimeout").value == 3600
+    assert report.path_timeout == 900  # IPVS's kernel timeout, the shorter of the two
+    assert report.recommended_policy == keepalive.BUILTIN_POLICY
+
+
+def test_check_reports_a_field_kube_proxy_would_refuse_as_a_warning(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        "kp.yaml",
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nconntrack: 5\n",
+    )
+    report = keepalive.check(proc_root=make_proc(tmp_path / "proc"), policy=POLICY, kube_proxy_config=config)
+    assert codes(report)["kube-proxy-config-refused"] is Severity.WARNING

@@ -27,7 +27,13 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from keepalive._path._finding import Finding, Severity
-from keepalive._path._kubeproxy import ENV_KUBE_PROXY_CONFIG, KubeProxy, fetch_configz, loopback_url
+from keepalive._path._kubeproxy import (
+    ENV_KUBE_PROXY_CONFIG,
+    KubeProxy,
+    discover_kube_proxy,
+    fetch_configz,
+    loopback_url,
+)
 from keepalive._path._kubeproxy import read_kube_proxy_file as _read_kube_proxy_file
 from keepalive._path._middleboxes import MIDDLEBOX_NOTES, MIDDLEBOXES, parse_middleboxes
 from keepalive._path._proc import (
@@ -266,7 +272,7 @@ def gather(
     _middleboxes(found, env, middleboxes, middlebox_origin)
     _path_timeout(found, env, path_timeout, path_timeout_origin)
     namespace, sysctls = _node(found, env, root, proc_root is not None, evidence_only)
-    _kube_proxy(found, env, kube_proxy_config, kube_proxy_url, root)
+    _kube_proxy(found, env, kube_proxy_config, kube_proxy_url, None if evidence_only else root)
     return PathModel(
         evidence=tuple(found.evidence),
         sources=tuple(found.sources),
@@ -383,7 +389,7 @@ def _kube_proxy(
     env: Mapping[str, str],
     config: str | os.PathLike[str] | None,
     url: str | None,
-    proc_root: str,
+    proc_root: str | None,
 ) -> None:
     """All kube-proxy evidence: the configuration file (argument, else ``KEEPALIVE_KUBE_PROXY_CONFIG``), the
     ``/configz`` URL (only when given) and -- see below -- a running kube-proxy found under the proc root."""
@@ -410,11 +416,24 @@ def _kube_proxy(
             )
             continue
         _add_kube_proxy(found, proxy)
-    # Discovery of a running kube-proxy (its flags and the --config file they name) goes here, once
-    # keepalive._path._kubeproxy provides it:
-    #     proxy, reason = discover_kube_proxy(proc_root)   # (None, None) when none runs
-    #     if proxy is not None: _add_kube_proxy(found, proxy)
-    del proc_root
+    if proc_root is None:
+        return  # the default policy's cheap path: no scan of the process table
+    # A running kube-proxy (a hostPID DaemonSet sees the node's processes): its flags and the --config they name.
+    proxy, reason = discover_kube_proxy(proc_root)
+    if proxy is not None:
+        _add_kube_proxy(found, proxy)
+    elif reason is not None:
+        where = f"running kube-proxy under {proc_root}"
+        found.sources.append(Source("kube-proxy configuration", None, where, reason=reason))
+        found.findings.append(
+            Finding(
+                Severity.INFO,
+                "kube-proxy-unreadable",
+                f"kube-proxy configuration {where} could not be used: {reason}.",
+                _KUBE_PROXY_FIX,
+                {"origin": where, "reason": reason},
+            )
+        )
 
 
 def _add_kube_proxy(found: _Gathered, proxy: KubeProxy) -> None:
