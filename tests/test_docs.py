@@ -124,9 +124,9 @@ def test_every_log_message_is_explained_in_logging_md(where: str, message: str) 
 
 
 def _finding_codes() -> list[str]:
-    """Every ``Finding(Severity.X, "code", ...)`` code in the checker."""
+    """Every ``Finding(Severity.X, "code", ...)`` code in the checker and the path model."""
     codes: set[str] = set()
-    for path in (ROOT / "keepalive" / "checker").glob("*.py"):
+    for path in [*(ROOT / "keepalive" / "checker").glob("*.py"), *(ROOT / "keepalive" / "_path").glob("*.py")]:
         codes.update(re.findall(r'Severity\.[A-Z]+,\s*"([a-z0-9-]+)"', path.read_text(encoding="utf-8")))
     return sorted(codes)
 
