@@ -15,8 +15,6 @@ import threading
 import time
 from collections.abc import Callable
 
-import pyperf
-
 import keepalive
 
 POLICY = keepalive.Policy(idle=60, interval=10, count=5)
@@ -55,7 +53,8 @@ class _Listener:
 
     def __init__(self) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0), backlog=4096)
-        self.address = self.sock.getsockname()
+        host, port = self.sock.getsockname()[:2]
+        self.address: tuple[str, int] = (host, port)
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -102,10 +101,12 @@ def time_connect_installed(loops: int) -> float:
     try:
         return _time_connect(socket.create_connection, loops)
     finally:
-        keepalive.uninstall()  # type: ignore[attr-defined]
+        keepalive.uninstall()
 
 
 def main() -> None:
+    import pyperf  # type: ignore[import-untyped]  # here: `python -m benchmarks` runs the rest without it
+
     runner = pyperf.Runner()
     runner.metadata["description"] = "keepalive.apply() and wrappers vs the raw calls"
     runner.bench_time_func("raw_setsockopt", time_raw)

@@ -1,0 +1,189 @@
+"""Section: what being there costs at start-up, as a new user meets it.
+
+* ``startup_keepalive_auto``: ``KEEPALIVE_AUTO=1 python -c pass`` against ``python -c "import socket"`` (every
+  Python process in a container with the variable pays it).
+* ``startup_import_keepalive``: ``python -c "import keepalive"`` against ``python -c "import socket, logging"``.
+* ``first_connect_loop_stall_<runtime>``: the longest event-loop stall while the first
+  ``keepalive.<runtime>`` connect of a fresh process runs (and in the 0.2 s after it returns, for work the connect
+  started in the background), measured by a heartbeat task that yields and records the longest gap between its
+  turns; against the runtime's own connect in another fresh process. Runtimes: asyncio, anyio (on asyncio), trio.
+
+Fresh processes are run in interleaved pairs (the order alternates), so slow phases of a shared machine hit both
+sides alike; each row reports the median of the per-pair ratios and their spread (min, max). The environment is
+the user's: ``KEEPALIVE_CHECK`` is removed, so the runtime check runs as it would in production.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks._common import Result, spread
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: (pairs, processes per stall measurement) per size.
+_SIZES = {"smoke": (3, 2), "quick": (40, 12), "full": (150, 40)}
+
+
+def _env(**changes: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEPALIVE_")}
+    env.pop("PYTHONPATH", None)  # a fresh process as a user starts it: keepalive comes from its installation
+    for key, value in changes.items():
+        if value is not None:
+            env[key] = value
+    return env
+
+
+def _time_process(argv: list[str], env: dict[str, str]) -> float:
+    """Wall time of one fresh process, spawned without a shell (the spawn cost is the same on both sides)."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        actions = [
+            (os.POSIX_SPAWN_DUP2, devnull, 0),
+            (os.POSIX_SPAWN_DUP2, devnull, 1),
+        ]
+        start = time.perf_counter()
+        pid = os.posix_spawn(argv[0], argv, env, file_actions=actions)
+        _, status = os.waitpid(pid, 0)
+        elapsed = time.perf_counter() - start
+    finally:
+        os.close(devnull)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        raise RuntimeError(f"{' '.join(argv)} exited {code}: {proc.stderr.strip()[-300:]}")
+    return elapsed
+
+
+def pairs(
+    candidate: tuple[list[str], dict[str, str]],
+    baseline: tuple[list[str], dict[str, str]],
+    n: int,
+) -> tuple[list[float], list[float], list[float]]:
+    """Run ``n`` interleaved pairs of fresh processes; return (candidate times, baseline times, per-pair ratios)."""
+    for _ in range(2):  # warm the page cache and the .pyc files of both sides
+        _time_process(*candidate)
+        _time_process(*baseline)
+    cand: list[float] = []
+    base: list[float] = []
+    for index in range(n):
+        if index % 2:
+            b = _time_process(*baseline)
+            c = _time_process(*candidate)
+        else:
+            c = _time_process(*candidate)
+            b = _time_process(*baseline)
+        cand.append(c)
+        base.append(b)
+    return cand, base, [c / b for c, b in zip(cand, base, strict=True)]
+
+
+def _startup_row(
+    name: str, cand: list[float], base: list[float], ratios: list[float], *, goal: str, note: str
+) -> Result:
+    return Result(
+        name=name,
+        unit="s/process",
+        ratio=statistics.median(ratios),
+        value=statistics.median(cand),
+        baseline=statistics.median(base),
+        goal=goal,
+        note=f"{note}; {len(ratios)} interleaved pairs of fresh processes",
+        extra=spread(ratios, "ratio") | {"pairs": len(ratios)},
+    )
+
+
+def _stall(runtime: str, mode: str, env: dict[str, str]) -> float:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks._loop_lag", runtime, mode],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=False,
+        timeout=120,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmarks._loop_lag {runtime} {mode} exited {proc.returncode}: {proc.stderr[-300:]}")
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
+def _stall_row(runtime: str, n: int) -> Result:
+    name = f"first_connect_loop_stall_{runtime}"
+    missing = {"anyio": "anyio", "trio": "trio"}.get(runtime)
+    if missing is not None:
+        try:
+            __import__(missing)
+        except ImportError:
+            return Result(
+                name=name,
+                unit="ms",
+                measured=False,
+                note=f"not measured: {missing} is not installed (pip install 'tcp-keepalive[bench]')",
+            )
+    env = _env(PYTHONPATH=str(ROOT))
+    ours: list[float] = []
+    plain: list[float] = []
+    for index in range(n):
+        order = ("keepalive", "plain") if index % 2 == 0 else ("plain", "keepalive")
+        for mode in order:
+            (ours if mode == "keepalive" else plain).append(_stall(runtime, mode, env))
+    what = {
+        "asyncio": "keepalive.asyncio.open_connection vs asyncio.open_connection",
+        "anyio": "keepalive.anyio.connect_tcp vs anyio.connect_tcp (asyncio backend)",
+        "trio": "keepalive.trio.open_tcp_stream vs trio.open_tcp_stream",
+    }[runtime]
+    return Result(
+        name=name,
+        unit="ms",
+        value=statistics.median(ours),
+        baseline=statistics.median(plain),
+        goal="<= 5 ms",
+        note=f"longest gap between turns of a heartbeat task during the first {what} of a fresh process (and 0.2 s "
+        f"after), to a loopback listener; median of {n} processes each, spread is of keepalive's",
+        extra=spread(ours, "value") | {"baseline_max": max(plain), "processes": n},
+    )
+
+
+def run(size: str) -> list[Result]:
+    n, stall_n = _SIZES[size]
+    python = sys.executable
+    results = []
+    cand, base, ratios = pairs(
+        ([python, "-c", "pass"], _env(KEEPALIVE_AUTO="1")),
+        ([python, "-c", "import socket"], _env()),
+        n,
+    )
+    results.append(
+        _startup_row(
+            "startup_keepalive_auto",
+            cand,
+            base,
+            ratios,
+            goal="<= 1.15",
+            note='KEEPALIVE_AUTO=1 python -c pass vs python -c "import socket"',
+        )
+    )
+    cand, base, ratios = pairs(
+        ([python, "-c", "import keepalive"], _env()),
+        ([python, "-c", "import socket, logging"], _env()),
+        n,
+    )
+    results.append(
+        _startup_row(
+            "startup_import_keepalive",
+            cand,
+            base,
+            ratios,
+            goal="<= 1.15",
+            note='python -c "import keepalive" vs python -c "import socket, logging"',
+        )
+    )
+    for runtime in ("asyncio", "anyio", "trio"):
+        results.append(_stall_row(runtime, stall_n))
+    return results
