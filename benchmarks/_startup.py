@@ -10,15 +10,20 @@
 
 Fresh processes are run in interleaved pairs (the order alternates), so slow phases of a shared machine hit both
 sides alike; each row reports the median of the per-pair ratios and their spread (min, max). The environment is
-the user's: ``KEEPALIVE_CHECK`` is removed, so the runtime check runs as it would in production.
+the user's: ``KEEPALIVE_CHECK`` is removed, so the runtime check runs as it would in production, and byte code is
+cached as after ``pip install`` (``PYTHONDONTWRITEBYTECODE`` is removed and ``PYTHONPYCACHEPREFIX`` points at a
+directory of this run, which the warm-up processes fill): without it every process compiles keepalive's source,
+which an installed wheel never does.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,17 +35,24 @@ ROOT = Path(__file__).resolve().parent.parent
 _SIZES = {"smoke": (3, 2), "quick": (40, 12), "full": (150, 40)}
 
 
+_PYCACHE = ""  # set by run(): this run's byte-code cache
+
+
 def _env(**changes: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEEPALIVE_")}
     env.pop("PYTHONPATH", None)  # a fresh process as a user starts it: keepalive comes from its installation
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    if _PYCACHE:
+        env["PYTHONPYCACHEPREFIX"] = _PYCACHE
     for key, value in changes.items():
         if value is not None:
             env[key] = value
     return env
 
 
-def _time_process(argv: list[str], env: dict[str, str]) -> float:
-    """Wall time of one fresh process, spawned without a shell (the spawn cost is the same on both sides)."""
+def _time_process(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall and CPU (user + system) time of one fresh process, spawned without a shell (the spawn cost is the same
+    on both sides). The CPU time is what the process itself spent: less disturbed by a busy machine's waits."""
     devnull = os.open(os.devnull, os.O_RDWR)
     try:
         actions = [
@@ -49,7 +61,7 @@ def _time_process(argv: list[str], env: dict[str, str]) -> float:
         ]
         start = time.perf_counter()
         pid = os.posix_spawn(argv[0], argv, env, file_actions=actions)
-        _, status = os.waitpid(pid, 0)
+        _, status, usage = os.wait4(pid, 0)
         elapsed = time.perf_counter() - start
     finally:
         os.close(devnull)
@@ -57,20 +69,37 @@ def _time_process(argv: list[str], env: dict[str, str]) -> float:
     if code != 0:
         proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
         raise RuntimeError(f"{' '.join(argv)} exited {code}: {proc.stderr.strip()[-300:]}")
-    return elapsed
+    return elapsed, usage.ru_utime + usage.ru_stime
+
+
+class Pairs:
+    """Interleaved pairs of fresh processes: wall and CPU times of each side, and the per-pair wall ratios."""
+
+    def __init__(self) -> None:
+        self.cand: list[float] = []
+        self.base: list[float] = []
+        self.cand_cpu: list[float] = []
+        self.base_cpu: list[float] = []
+
+    @property
+    def ratios(self) -> list[float]:
+        return [c / b for c, b in zip(self.cand, self.base, strict=True)]
+
+    @property
+    def cpu_ratios(self) -> list[float]:
+        return [c / b for c, b in zip(self.cand_cpu, self.base_cpu, strict=True) if b > 0]
 
 
 def pairs(
     candidate: tuple[list[str], dict[str, str]],
     baseline: tuple[list[str], dict[str, str]],
     n: int,
-) -> tuple[list[float], list[float], list[float]]:
-    """Run ``n`` interleaved pairs of fresh processes; return (candidate times, baseline times, per-pair ratios)."""
-    for _ in range(2):  # warm the page cache and the .pyc files of both sides
+) -> Pairs:
+    """Run ``n`` interleaved pairs of fresh processes, alternating which side goes first."""
+    for _ in range(2):  # warm the page cache and this run's byte-code cache for both sides
         _time_process(*candidate)
         _time_process(*baseline)
-    cand: list[float] = []
-    base: list[float] = []
+    out = Pairs()
     for index in range(n):
         if index % 2:
             b = _time_process(*baseline)
@@ -78,23 +107,29 @@ def pairs(
         else:
             c = _time_process(*candidate)
             b = _time_process(*baseline)
-        cand.append(c)
-        base.append(b)
-    return cand, base, [c / b for c, b in zip(cand, base, strict=True)]
+        out.cand.append(c[0])
+        out.base.append(b[0])
+        out.cand_cpu.append(c[1])
+        out.base_cpu.append(b[1])
+    return out
 
 
-def _startup_row(
-    name: str, cand: list[float], base: list[float], ratios: list[float], *, goal: str, note: str
-) -> Result:
+def _startup_row(name: str, measured: Pairs, *, goal: str, note: str) -> Result:
+    ratios = measured.ratios
+    cpu = measured.cpu_ratios
     return Result(
         name=name,
         unit="s/process",
         ratio=statistics.median(ratios),
-        value=statistics.median(cand),
-        baseline=statistics.median(base),
+        value=statistics.median(measured.cand),
+        baseline=statistics.median(measured.base),
         goal=goal,
-        note=f"{note}; {len(ratios)} interleaved pairs of fresh processes",
-        extra=spread(ratios, "ratio") | {"pairs": len(ratios)},
+        note=f"{note}; wall time, {len(ratios)} interleaved pairs of fresh processes; CPU-time ratio "
+        f"{statistics.median(cpu):.2f} ({min(cpu):.2f}-{max(cpu):.2f})",
+        extra=spread(ratios, "ratio")
+        | spread(cpu, "cpu_ratio")
+        | {"pairs": len(ratios), "cpu_value": statistics.median(measured.cand_cpu)}
+        | {"cpu_baseline": statistics.median(measured.base_cpu)},
     )
 
 
@@ -116,17 +151,16 @@ def _stall(runtime: str, mode: str, env: dict[str, str]) -> float:
 def _stall_row(runtime: str, n: int) -> Result:
     name = f"first_connect_loop_stall_{runtime}"
     missing = {"anyio": "anyio", "trio": "trio"}.get(runtime)
-    if missing is not None:
-        try:
-            __import__(missing)
-        except ImportError:
-            return Result(
-                name=name,
-                unit="ms",
-                measured=False,
-                note=f"not measured: {missing} is not installed (pip install 'tcp-keepalive[bench]')",
-            )
+    if missing is not None and importlib.util.find_spec(missing) is None:
+        return Result(
+            name=name,
+            unit="ms",
+            measured=False,
+            note=f"not measured: {missing} is not installed (pip install 'tcp-keepalive[bench]')",
+        )
     env = _env(PYTHONPATH=str(ROOT))
+    _stall(runtime, "keepalive", env)  # warm up: byte code of both sides in this run's cache
+    _stall(runtime, "plain", env)
     ours: list[float] = []
     plain: list[float] = []
     for index in range(n):
@@ -151,35 +185,39 @@ def _stall_row(runtime: str, n: int) -> Result:
 
 
 def run(size: str) -> list[Result]:
+    global _PYCACHE
+    with tempfile.TemporaryDirectory(prefix="keepalive-bench-pycache-") as pycache:
+        _PYCACHE = pycache
+        try:
+            return _run(size)
+        finally:
+            _PYCACHE = ""
+
+
+def _run(size: str) -> list[Result]:
     n, stall_n = _SIZES[size]
     python = sys.executable
     results = []
-    cand, base, ratios = pairs(
-        ([python, "-c", "pass"], _env(KEEPALIVE_AUTO="1")),
-        ([python, "-c", "import socket"], _env()),
-        n,
-    )
     results.append(
         _startup_row(
             "startup_keepalive_auto",
-            cand,
-            base,
-            ratios,
+            pairs(
+                ([python, "-c", "pass"], _env(KEEPALIVE_AUTO="1")),
+                ([python, "-c", "import socket"], _env()),
+                n,
+            ),
             goal="<= 1.15",
             note='KEEPALIVE_AUTO=1 python -c pass vs python -c "import socket"',
         )
     )
-    cand, base, ratios = pairs(
-        ([python, "-c", "import keepalive"], _env()),
-        ([python, "-c", "import socket, logging"], _env()),
-        n,
-    )
     results.append(
         _startup_row(
             "startup_import_keepalive",
-            cand,
-            base,
-            ratios,
+            pairs(
+                ([python, "-c", "import keepalive"], _env()),
+                ([python, "-c", "import socket, logging"], _env()),
+                n,
+            ),
             goal="<= 1.15",
             note='python -c "import keepalive" vs python -c "import socket, logging"',
         )
