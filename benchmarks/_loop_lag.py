@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-AFTER = 0.2
+AFTER = 0.5  # long enough for a background thread that imports the checker on a busy machine
 
 
 class Probe:

@@ -28,7 +28,7 @@ def run(size: str) -> list[Result]:
             baseline=raw,
             goal="<= 1.15",
             note=f"keepalive.apply() vs its {len(micro.CALLS)} setsockopt calls written out, same socket, "
-            f"interleaved ({rounds} rounds of {loops})",
+            f"thread CPU time, interleaved ({rounds} rounds of {loops})",
             extra=spread(ratios, "ratio"),
         )
     )

@@ -4,7 +4,7 @@
   Python process in a container with the variable pays it).
 * ``startup_import_keepalive``: ``python -c "import keepalive"`` against ``python -c "import socket, logging"``.
 * ``first_connect_loop_stall_<runtime>``: the longest event-loop stall while the first
-  ``keepalive.<runtime>`` connect of a fresh process runs (and in the 0.2 s after it returns, for work the connect
+  ``keepalive.<runtime>`` connect of a fresh process runs (and in the 0.5 s after it returns, for work the connect
   started in the background), measured by a heartbeat task that yields and records the longest gap between its
   turns; against the runtime's own connect in another fresh process. Runtimes: asyncio, anyio (on asyncio), trio.
 
@@ -178,7 +178,7 @@ def _stall_row(runtime: str, n: int) -> Result:
         value=statistics.median(ours),
         baseline=statistics.median(plain),
         goal="<= 5 ms",
-        note=f"longest gap between turns of a heartbeat task during the first {what} of a fresh process (and 0.2 s "
+        note=f"longest gap between turns of a heartbeat task during the first {what} of a fresh process (and 0.5 s "
         f"after), to a loopback listener; median of {n} processes each, spread is of keepalive's",
         extra=spread(ours, "value") | {"baseline_max": max(plain), "processes": n},
     )
