@@ -1,8 +1,9 @@
 """The headline results as a chart (SVG), drawn from results.json by matplotlib's Agg backend.
 
-Left: every row that compares time against time (``s/...`` units) or throughput against throughput (``ops/s``), as
-the time keepalive takes over the time the baseline takes (throughput ratios are inverted, so 1.0 is "free" and
-longer bars always cost more), with the spread of the per-pair ratios as whiskers and the row's goal as a mark.
+Left: every interleaved row that compares time against time (``s/...`` units) or throughput against throughput
+(``ops/s``), as the time keepalive takes over the time the baseline takes (throughput ratios are inverted, so 1.0 is
+"free" and longer bars always cost more), with the spread of the per-pair ratios as whiskers and the row's goal as
+a mark. pyperf's rows (a second opinion, not interleaved) stay in the table only.
 Right: the longest event-loop stall of a first connect per runtime, keepalive against the runtime's own connect,
 with the goal as a line. The SVG is deterministic for the same data (fixed hash salt, no date).
 """
@@ -30,6 +31,8 @@ def cost_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         unit = row.get("unit") or ""
         ratio = row.get("ratio")
         if not row.get("measured", True) or ratio is None or not unit.startswith(_TIME_UNITS) or ratio <= 0:
+            continue
+        if row["name"].endswith("_pyperf"):  # a second opinion, not interleaved: the table has it
             continue
         invert = unit == "ops/s"
         low, high = row.get("ratio_min", ratio), row.get("ratio_max", ratio)
@@ -120,6 +123,7 @@ def write_chart(data: dict[str, Any], path: Path) -> bool:
         goals = {row["goal"] for row in stalls if row["goal"] is not None}
         for goal in goals:
             ax.axvline(goal, color="#27ae60", lw=2, label=f"goal {goal:g} ms")
+        ax.set_xlim(0, 1.5 * max(ours + base + list(goals)))  # a wild whisker is cut at the edge
         ax.set_yticks(y, runtimes)
         ax.set_xlabel("longest event-loop stall, ms\n(median of fresh processes; whiskers: min-max)")
         ax.set_title("First connect of a process", fontsize=10)
