@@ -114,9 +114,16 @@ def pairs(
     return out
 
 
-def _startup_row(name: str, measured: Pairs, *, goal: str, note: str) -> Result:
+def _startup_row(
+    name: str, measured: Pairs, *, goal: str, note: str, modules: list[list[object]] | None = None
+) -> Result:
     ratios = measured.ratios
     cpu = measured.cpu_ratios
+    details: dict[str, object] = {} if modules is None else {"import_self_us": modules}
+    if modules:
+        note += "; costliest imports beyond the baseline (-X importtime, own µs): " + ", ".join(
+            f"{module} {us}" for module, us in modules[:5]
+        )
     return Result(
         name=name,
         unit="s/process",
@@ -129,8 +136,38 @@ def _startup_row(name: str, measured: Pairs, *, goal: str, note: str) -> Result:
         extra=spread(ratios, "ratio")
         | spread(cpu, "cpu_ratio")
         | {"pairs": len(ratios), "cpu_value": statistics.median(measured.cand_cpu)}
-        | {"cpu_baseline": statistics.median(measured.base_cpu)},
+        | {"cpu_baseline": statistics.median(measured.base_cpu)}
+        | details,
     )
+
+
+def _importtime(code: str, env: dict[str, str]) -> dict[str, int]:
+    """``python -X importtime -c code``: module -> its own import time in µs (nested imports excluded)."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+    out: dict[str, int] = {}
+    for line in proc.stderr.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        self_us, _, name = line.removeprefix("import time:").split("|", 2)
+        out[name.strip()] = int(self_us)
+    return out
+
+
+def import_breakdown(
+    candidate: tuple[str, dict[str, str]], baseline: tuple[str, dict[str, str]], runs: int, top: int = 12
+) -> list[list[object]]:
+    """The modules the candidate imports beyond the baseline, costliest first: ``[module, µs]`` with the smallest
+    of ``runs`` measurements (the least disturbed by a busy machine)."""
+    base: set[str] = set()
+    best: dict[str, int] = {}
+    for _ in range(runs):
+        base |= set(_importtime(*baseline))
+        for module, us in _importtime(*candidate).items():
+            best[module] = min(us, best.get(module, us))
+    extra = sorted(((m, us) for m, us in best.items() if m not in base), key=lambda item: -item[1])
+    return [[module, us] for module, us in extra[:top]]
 
 
 def _stall(runtime: str, mode: str, env: dict[str, str]) -> float:
@@ -196,30 +233,29 @@ def run(size: str) -> list[Result]:
 
 def _run(size: str) -> list[Result]:
     n, stall_n = _SIZES[size]
+    runs = max(2, n // 4)
     python = sys.executable
     results = []
+    auto = ("pass", _env(KEEPALIVE_AUTO="1"))
+    plain = ("import socket", _env())
     results.append(
         _startup_row(
             "startup_keepalive_auto",
-            pairs(
-                ([python, "-c", "pass"], _env(KEEPALIVE_AUTO="1")),
-                ([python, "-c", "import socket"], _env()),
-                n,
-            ),
+            pairs(([python, "-c", auto[0]], auto[1]), ([python, "-c", plain[0]], plain[1]), n),
             goal="<= 1.15",
             note='KEEPALIVE_AUTO=1 python -c pass vs python -c "import socket"',
+            modules=import_breakdown(auto, plain, runs),
         )
     )
+    imported = ("import keepalive", _env())
+    plain = ("import socket, logging", _env())
     results.append(
         _startup_row(
             "startup_import_keepalive",
-            pairs(
-                ([python, "-c", "import keepalive"], _env()),
-                ([python, "-c", "import socket, logging"], _env()),
-                n,
-            ),
+            pairs(([python, "-c", imported[0]], imported[1]), ([python, "-c", plain[0]], plain[1]), n),
             goal="<= 1.15",
             note='python -c "import keepalive" vs python -c "import socket, logging"',
+            modules=import_breakdown(imported, plain, runs),
         )
     )
     for runtime in ("asyncio", "anyio", "trio"):

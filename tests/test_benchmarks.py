@@ -60,6 +60,11 @@ def test_benchmarks_run_and_write_results_json_and_markdown(tmp_path: Path) -> N
         row = by_name[name]
         assert row["measured"], row
         assert row["ratio_min"] <= row["ratio"] <= row["ratio_max"], row
+    # The start-up rows name the modules that cost the most beyond their baseline (-X importtime).
+    modules = by_name["startup_import_keepalive"]["import_self_us"]
+    assert modules, by_name["startup_import_keepalive"]
+    assert all(isinstance(module, str) and isinstance(us, int) for module, us in modules), modules
+    assert any(module.startswith("keepalive") for module, _ in modules), modules
     stall = by_name["first_connect_loop_stall_asyncio"]
     assert stall["measured"], stall
     assert stall["value_min"] <= stall["value"] <= stall["value_max"], stall
