@@ -1,12 +1,13 @@
 """``python -m benchmarks._loop_lag RUNTIME MODE``: the longest event-loop stall of a first connect, in ms.
 
 Run in a fresh process by ``benchmarks._startup`` (one measurement per process: the first connect of a process is
-the one that pays for start-up work). RUNTIME is asyncio, anyio (on asyncio) or trio; MODE is ``keepalive`` (the
-keepalive wrapper) or ``plain`` (the runtime's own connect). The wrapper module is imported before the loop starts,
-as an application imports it at the top. A heartbeat task yields in a loop (``sleep(0)``) and records the longest
-gap between two of its turns while the connect runs and for ``AFTER`` seconds after it returns (work the connect
-left to a thread or a callback still competes for the loop). The peer is a listening socket in this process: the
-kernel completes the handshake from its backlog, so no server work runs on the loop. Prints the stall in ms.
+the one that pays for start-up work). RUNTIME is asyncio, anyio (``anyio.run`` on asyncio, which loads anyio's
+backend before the loop runs) or trio; MODE is ``keepalive`` (the keepalive wrapper) or ``plain`` (the runtime's own
+connect). The wrapper module is imported before the loop starts, as an application imports it at the top. A
+heartbeat task yields in a loop (``sleep(0)``, a checkpoint) and records the longest gap between two of its turns
+while the connect runs and for ``AFTER`` seconds after it returns (work the connect left to a thread or a callback
+still competes for the loop). The peer is a listening socket in this process: the kernel completes the handshake
+from its backlog, so no server work runs on the loop. Prints the stall in ms.
 """
 
 from __future__ import annotations
@@ -60,31 +61,18 @@ def main(runtime: str, mode: str) -> float:
     host, port = listener.getsockname()[:2]
     probe = Probe()
 
-    if runtime in ("asyncio", "anyio"):
+    if runtime == "asyncio":
         import asyncio
 
-        if runtime == "asyncio":
-            if mode == "keepalive":
-                import keepalive.asyncio as ka_asyncio
+        if mode == "keepalive":
+            import keepalive.asyncio as ka_asyncio
 
-                async def connect() -> Any:
-                    return await ka_asyncio.open_connection(host, port)
-            else:
-
-                async def connect() -> Any:
-                    return await asyncio.open_connection(host, port)
+            async def connect() -> Any:
+                return await ka_asyncio.open_connection(host, port)
         else:
-            import anyio
 
-            if mode == "keepalive":
-                import keepalive.anyio as ka_anyio
-
-                async def connect() -> Any:
-                    return await ka_anyio.connect_tcp(host, port)
-            else:
-
-                async def connect() -> Any:
-                    return await anyio.connect_tcp(host, port)
+            async def connect() -> Any:
+                return await asyncio.open_connection(host, port)
 
         async def heartbeat() -> None:
             while not probe.done:
@@ -97,6 +85,31 @@ def main(runtime: str, mode: str) -> float:
             await beat
 
         asyncio.run(amain())
+    elif runtime == "anyio":
+        import anyio
+        import anyio.lowlevel
+
+        if mode == "keepalive":
+            import keepalive.anyio as ka_anyio
+
+            async def anyio_connect() -> Any:
+                return await ka_anyio.connect_tcp(host, port)
+        else:
+
+            async def anyio_connect() -> Any:
+                return await anyio.connect_tcp(host, port)
+
+        async def anyio_heartbeat() -> None:
+            while not probe.done:
+                await anyio.lowlevel.checkpoint()
+                probe.beat()
+
+        async def anyio_main() -> None:
+            async with anyio.create_task_group() as group:
+                group.start_soon(anyio_heartbeat)
+                await _measure(anyio_connect, anyio.sleep, probe)
+
+        anyio.run(anyio_main, backend="asyncio")  # imports anyio's asyncio backend before the loop runs
     elif runtime == "trio":
         import trio
         import trio.lowlevel
