@@ -120,8 +120,9 @@ def _startup_row(
     ratios = measured.ratios
     cpu = measured.cpu_ratios
     details: dict[str, object] = {} if modules is None else {"import_self_us": modules}
+    costliest = ""
     if modules:
-        note += "; costliest imports beyond the baseline (-X importtime, own µs): " + ", ".join(
+        costliest = "; costliest imports beyond the baseline (-X importtime, own µs): " + ", ".join(
             f"{module} {us}" for module, us in modules[:5]
         )
     return Result(
@@ -132,7 +133,7 @@ def _startup_row(
         baseline=statistics.median(measured.base),
         goal=goal,
         note=f"{note}; wall time, {len(ratios)} interleaved pairs of fresh processes; CPU-time ratio "
-        f"{statistics.median(cpu):.2f} ({min(cpu):.2f}-{max(cpu):.2f})",
+        f"{statistics.median(cpu):.2f} ({min(cpu):.2f}-{max(cpu):.2f}){costliest}",
         extra=spread(ratios, "ratio")
         | spread(cpu, "cpu_ratio")
         | {"pairs": len(ratios), "cpu_value": statistics.median(measured.cand_cpu)}
