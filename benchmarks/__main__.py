@@ -1,8 +1,12 @@
-"""``python -m benchmarks [--quick] [--out DIR]``: run every benchmark, write results.json and results.md."""
+"""``python -m benchmarks [--quick] [--out DIR]``: run every benchmark, write results.json, results.md and results.svg.
+
+``--chart-only`` redraws results.md and results.svg from an existing results.json without measuring anything.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -12,16 +16,38 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import _audit, _clients, _detection, _idle, _memory, _micro
+from benchmarks import _audit, _clients, _detection, _idle, _memory, _micro, _startup
 from benchmarks._common import Result, machine
+
+
+def optional_section(module: str, name: str) -> Callable[[str], list[Result]]:
+    """A section from a module that may be absent: ``module.run(quick: bool) -> list[dict]`` (see __init__)."""
+
+    def section(size: str) -> list[Result]:
+        try:
+            loaded = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            why = f"{module} is not part of this checkout"
+            print(f"   skip {name}: {why}", file=sys.stderr)
+            return [Result(name=name, unit="", measured=False, note=f"not measured: {why}")]
+        rows = loaded.run(size != "full")
+        return [Result.from_row(row, source=module) for row in rows]
+
+    return section
+
 
 SECTIONS: dict[str, Callable[[str], list[Result]]] = {
     "apply": _micro.run,
+    "startup": _startup.run,
     "clients": _clients.run,
     "idle": _idle.run,
     "detection": _detection.run,
     "memory": _memory.run,
     "audit": _audit.run,
+    "sweep": optional_section("benchmarks._sweep", "sweep"),
+    "enforce": optional_section("benchmarks._enforce", "enforce"),
 }
 
 
@@ -41,6 +67,30 @@ def _unit(unit: str) -> str:
     return "per " + unit[2:] if unit.startswith("s/") else unit
 
 
+def _spread(row: dict[str, object]) -> str:
+    for prefix, unit in (("ratio", ""), ("value", str(row.get("unit") or ""))):
+        low, high = row.get(f"{prefix}_min"), row.get(f"{prefix}_max")
+        if isinstance(low, int | float) and isinstance(high, int | float):
+            if prefix == "ratio":
+                return f"{low:.3f}-{high:.3f}"
+            return f"{_fmt(float(low), unit)}-{_fmt(float(high), unit)}"
+    return ""
+
+
+def write_outputs(data: dict[str, object], out: Path) -> list[Path]:
+    """Write results.md and, when matplotlib is installed, results.svg for ``data``; return what was written."""
+    written = [out / "results.md"]
+    written[0].write_text(to_markdown(data))
+    try:
+        from benchmarks._chart import write_chart
+
+        if write_chart(data, out / "results.svg"):
+            written.append(out / "results.svg")
+    except ImportError as exc:
+        print(f"   skip chart: {exc.name} is not installed (pip install 'tcp-keepalive[bench]')", file=sys.stderr)
+    return written
+
+
 def to_markdown(data: dict[str, object]) -> str:
     """The results as a Markdown table (shown in the docs)."""
     mach = data["machine"]
@@ -49,8 +99,8 @@ def to_markdown(data: dict[str, object]) -> str:
         f"Run {mach['time']} ({data['size']}) on {mach['cpu']} x {mach['cpus']}, Linux {mach['kernel']}, "
         f"Python {mach['python']}, keepalive {mach['keepalive']}.",
         "",
-        "| benchmark | ratio | keepalive | baseline | unit | goal | how |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| benchmark | ratio | spread | keepalive | baseline | unit | goal | how |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     results = data["results"]
     assert isinstance(results, list)
@@ -60,14 +110,16 @@ def to_markdown(data: dict[str, object]) -> str:
         if not row.get("measured", True) and not how.startswith(("computed", "not measured")):
             how = "computed: " + how
         lines.append(
-            f"| {row['name']} | {ratio} | {_fmt(row.get('value'), row['unit'])} | "
+            f"| {row['name']} | {ratio} | {_spread(row)} | {_fmt(row.get('value'), row['unit'])} | "
             f"{_fmt(row.get('baseline'), row['unit'])} | {_unit(row['unit'])} | "
             f"{row.get('goal') or ''} | {how} |"
         )
     lines.append("")
     lines.append(
         "Ratios are keepalive / baseline (for ops/s: wrapped / unwrapped throughput), measured side by side "
-        "in one run; absolute numbers do not compare between runs on a shared machine."
+        "in one run; absolute numbers do not compare between runs on a shared machine. Spread: the smallest and "
+        "the largest of the per-pair (per-round) ratios the median is taken from, or of the values for rows "
+        "without a ratio."
     )
     return "\n".join(lines) + "\n"
 
@@ -78,7 +130,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # tiny sizes, for the test suite
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output directory")
     parser.add_argument("--only", action="append", choices=sorted(SECTIONS), help="run only these sections")
+    parser.add_argument(
+        "--chart-only", action="store_true", help="redraw results.md and results.svg from OUT/results.json"
+    )
     args = parser.parse_args(argv)
+    if args.chart_only:
+        try:
+            saved = json.loads((args.out / "results.json").read_text())
+        except (OSError, ValueError) as exc:
+            parser.error(f"--chart-only needs a readable {args.out / 'results.json'}: {exc}")
+        for path in write_outputs(saved, args.out):
+            print(f"wrote {path}", file=sys.stderr)
+        return 0
     size = "smoke" if args.smoke else "quick" if args.quick else "full"
     os.environ.setdefault("KEEPALIVE_CHECK", "0")
     results: list[Result] = []
@@ -104,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(data, indent=2) + "\n")
-    (args.out / "results.md").write_text(to_markdown(data))
-    print(f"wrote {args.out / 'results.json'} and {args.out / 'results.md'}", file=sys.stderr)
+    written = [args.out / "results.json", *write_outputs(data, args.out)]
+    print(f"wrote {', '.join(str(path) for path in written)}", file=sys.stderr)
     return 0
 
 

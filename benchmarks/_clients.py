@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import socket
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import keepalive
-from benchmarks._common import Result, percentile
+from benchmarks._common import Result, percentile, spread
 
 POLICY = keepalive.Policy(idle=60, interval=10, count=5)
 _RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
@@ -67,170 +69,209 @@ def _reachable(port: int) -> bool:
         return False
 
 
+Sides = tuple[Callable[[], object], Callable[[], object]]
+
+
 def compare(
     name: str,
-    plain: Callable[[], None],
-    wrapped: Callable[[], None],
+    sides: Callable[[], contextlib.AbstractContextManager[Sides]],
     *,
-    per_round: int,
+    pairs: int,
     rounds: int,
     goal: str | None,
     note: str,
 ) -> Result:
-    """Alternate blocks of requests without and with the adapter; ratio = wrapped ops/s over plain ops/s."""
+    """Requests without and with the adapter, interleaved one by one; ratio = wrapped ops/s over plain ops/s.
+
+    Each round opens fresh clients (``sides()`` yields the plain and the wrapped request function), warms them up,
+    then times ``pairs`` pairs of requests, one plain and one wrapped, alternating which goes first. The round's
+    ratio is plain's median latency over wrapped's. Fresh clients per round matter: two pooled connections are
+    served by two server processes (PostgreSQL) or scheduled differently, and that difference, which has nothing to
+    do with keepalive, persists as long as the connections do; one-by-one interleaving makes both sides meet the
+    same load, and medians ignore the requests a busy machine preempts. The row reports the median of the per-round
+    ratios and their spread.
+    """
     lat_plain: list[float] = []
     lat_wrapped: list[float] = []
     ratios: list[float] = []
-    for _ in range(max(1, per_round // 10)):
-        plain()
-        wrapped()
-    for index in range(rounds):
-        order = [(plain, lat_plain), (wrapped, lat_wrapped)]
-        if index % 2:
-            order.reverse()
-        elapsed: dict[int, float] = {}
-        for func, sink in order:
-            start = time.perf_counter()
-            for _ in range(per_round):
-                t0 = time.perf_counter()
-                func()
-                sink.append(time.perf_counter() - t0)
-            elapsed[id(func)] = time.perf_counter() - start
-        ratios.append(elapsed[id(plain)] / elapsed[id(wrapped)])
-    ops_plain = len(lat_plain) / sum(lat_plain)
-    ops_wrapped = len(lat_wrapped) / sum(lat_wrapped)
+    clock = time.perf_counter
+    gc_enabled = gc.isenabled()
+    try:
+        for index in range(rounds):
+            with sides() as (plain, wrapped):
+                for _ in range(max(3, pairs // 10)):
+                    plain()
+                    wrapped()
+                gc.collect()
+                gc.disable()
+                round_plain: list[float] = []
+                round_wrapped: list[float] = []
+                for pair in range(pairs):
+                    if (pair + index) % 2:
+                        t0 = clock()
+                        wrapped()
+                        t1 = clock()
+                        plain()
+                        t2 = clock()
+                        round_wrapped.append(t1 - t0)
+                        round_plain.append(t2 - t1)
+                    else:
+                        t0 = clock()
+                        plain()
+                        t1 = clock()
+                        wrapped()
+                        t2 = clock()
+                        round_plain.append(t1 - t0)
+                        round_wrapped.append(t2 - t1)
+                if gc_enabled:
+                    gc.enable()
+            ratios.append(statistics.median(round_plain) / statistics.median(round_wrapped))
+            lat_plain += round_plain
+            lat_wrapped += round_wrapped
+    finally:
+        if gc_enabled:
+            gc.enable()
     return Result(
         name=name,
         unit="ops/s",
         ratio=statistics.median(ratios),
-        value=ops_wrapped,
-        baseline=ops_plain,
+        value=1 / statistics.median(lat_wrapped),
+        baseline=1 / statistics.median(lat_plain),
         goal=goal,
-        note=note,
-        extra={
+        note=f"{note}; {rounds} rounds of {pairs} interleaved pairs, fresh clients per round, ops/s at the median "
+        "latency",
+        extra=spread(ratios, "ratio")
+        | {
             "p50_ms": percentile(lat_wrapped, 50) * 1000,
             "p99_ms": percentile(lat_wrapped, 99) * 1000,
             "baseline_p50_ms": percentile(lat_plain, 50) * 1000,
             "baseline_p99_ms": percentile(lat_plain, 99) * 1000,
             "requests": len(lat_wrapped),
+            "rounds": rounds,
         },
     )
 
 
+#: (pairs per round, rounds) for the pooled rows and for the rows with a new connection per request.
+_SIZES = {"smoke": ((5, 2), (3, 2)), "quick": ((200, 15), (30, 21)), "full": ((500, 41), (100, 21))}
+
+
 def run(size: str) -> list[Result]:
-    per_round, rounds = {"smoke": (5, 2), "quick": (200, 8), "full": (1000, 20)}[size]
-    per_round_new, rounds_new = {"smoke": (3, 2), "quick": (50, 6), "full": (200, 16)}[size]
+    pooled, new = _SIZES[size]
     results: list[Result] = []
     with http_server() as url:
-        results += _httpx(url, per_round, rounds, per_round_new, rounds_new)
-        results += _requests(url, per_round, rounds, per_round_new, rounds_new)
-    results += _redis(per_round, rounds, per_round_new, rounds_new)
-    results += _psycopg(per_round, rounds, max(2, per_round_new // 4), rounds_new)
+        results += _httpx(url, pooled, new)
+        results += _requests(url, pooled, new)
+    results += _redis(pooled, new)
+    results += _psycopg(pooled, new)
     return results
 
 
 def _skipped(name: str, why: str) -> Result:
+    print(f"   skip {name}: {why}", file=sys.stderr)
     return Result(name=name, unit="ops/s", measured=False, note=f"not measured: {why}")
 
 
-def _httpx(url: str, n: int, r: int, n_new: int, r_new: int) -> list[Result]:
+def _missing(name: str, exc: ImportError) -> Result:
+    module = exc.name or str(exc)
+    return _skipped(name, f"{module} is not installed (pip install 'tcp-keepalive[bench]')")
+
+
+_Size = tuple[int, int]
+
+
+def _httpx(url: str, pooled: _Size, new: _Size) -> list[Result]:
     try:
         import httpx
 
         from keepalive.adapters import httpx as ka_httpx
     except ImportError as exc:
-        return [_skipped("httpx_pooled", str(exc))]
-    out = []
-    with (
-        httpx.Client() as plain,
-        httpx.Client(transport=ka_httpx.HTTPTransport(policy=POLICY)) as wrapped,
-    ):
-        out.append(
-            compare(
-                "httpx_pooled",
-                lambda: plain.get(url).read(),
-                lambda: wrapped.get(url).read(),
-                per_round=n,
-                rounds=r,
-                goal=">= 0.98",
-                note="httpx.Client GET, one pooled connection",
-            )
-        )
-        close = {"Connection": "close"}
-        out.append(
-            compare(
-                "httpx_new_connection",
-                lambda: plain.get(url, headers=close).read(),
-                lambda: wrapped.get(url, headers=close).read(),
-                per_round=n_new,
-                rounds=r_new,
-                goal=None,
-                note="httpx.Client GET with Connection: close",
-            )
-        )
-    return out
+        return [_missing("httpx_pooled", exc), _missing("httpx_new_connection", exc)]
+    close = {"Connection": "close"}
+
+    @contextlib.contextmanager
+    def clients(headers: dict[str, str] | None) -> Iterator[Sides]:
+        with (
+            httpx.Client() as plain,
+            httpx.Client(transport=ka_httpx.HTTPTransport(policy=POLICY)) as wrapped,
+        ):
+            yield (lambda: plain.get(url, headers=headers).read(), lambda: wrapped.get(url, headers=headers).read())
+
+    return [
+        compare(
+            "httpx_pooled",
+            lambda: clients(None),
+            pairs=pooled[0],
+            rounds=pooled[1],
+            goal=">= 0.98",
+            note="httpx.Client GET, one pooled connection",
+        ),
+        compare(
+            "httpx_new_connection",
+            lambda: clients(close),
+            pairs=new[0],
+            rounds=new[1],
+            goal=None,
+            note="httpx.Client GET with Connection: close",
+        ),
+    ]
 
 
-def _requests(url: str, n: int, r: int, n_new: int, r_new: int) -> list[Result]:
+def _requests(url: str, pooled: _Size, new: _Size) -> list[Result]:
     try:
         import requests
 
         from keepalive.adapters import requests as ka_requests
     except ImportError as exc:
-        return [_skipped("requests_pooled", str(exc))]
-    out = []
-    with requests.Session() as plain, ka_requests.session(policy=POLICY) as wrapped:
-        out.append(
-            compare(
-                "requests_pooled",
-                lambda: plain.get(url).content,
-                lambda: wrapped.get(url).content,
-                per_round=n,
-                rounds=r,
-                goal=">= 0.98",
-                note="requests.Session GET, one pooled connection",
-            )
-        )
-        close = {"Connection": "close"}
-        out.append(
-            compare(
-                "requests_new_connection",
-                lambda: plain.get(url, headers=close).content,
-                lambda: wrapped.get(url, headers=close).content,
-                per_round=n_new,
-                rounds=r_new,
-                goal=None,
-                note="requests.Session GET with Connection: close",
-            )
-        )
-    return out
+        return [_missing("requests_pooled", exc), _missing("requests_new_connection", exc)]
+    close = {"Connection": "close"}
+
+    @contextlib.contextmanager
+    def sessions(headers: dict[str, str] | None) -> Iterator[Sides]:
+        with requests.Session() as plain, ka_requests.session(policy=POLICY) as wrapped:
+            yield (lambda: plain.get(url, headers=headers).content, lambda: wrapped.get(url, headers=headers).content)
+
+    return [
+        compare(
+            "requests_pooled",
+            lambda: sessions(None),
+            pairs=pooled[0],
+            rounds=pooled[1],
+            goal=">= 0.98",
+            note="requests.Session GET, one pooled connection",
+        ),
+        compare(
+            "requests_new_connection",
+            lambda: sessions(close),
+            pairs=new[0],
+            rounds=new[1],
+            goal=None,
+            note="requests.Session GET with Connection: close",
+        ),
+    ]
 
 
-def _redis(n: int, r: int, n_new: int, r_new: int) -> list[Result]:
+def _redis(pooled: _Size, new: _Size) -> list[Result]:
     if not _reachable(6379):
-        return [_skipped("redis_pooled", "Redis is not reachable at 127.0.0.1:6379")]
+        why = "Redis is not reachable at 127.0.0.1:6379"
+        return [_skipped("redis_pooled", why), _skipped("redis_new_connection", why)]
     try:
         import redis
 
         from keepalive.adapters import redis as ka_redis
     except ImportError as exc:
-        return [_skipped("redis_pooled", str(exc))]
+        return [_missing("redis_pooled", exc), _missing("redis_new_connection", exc)]
     kwargs: dict[str, Any] = ka_redis.connection_kwargs(POLICY)
-    plain = redis.Redis(host="127.0.0.1", port=6379, socket_keepalive=False)
-    wrapped = redis.Redis(host="127.0.0.1", port=6379, **kwargs)
-    out = [
-        compare(
-            "redis_pooled",
-            plain.ping,
-            wrapped.ping,
-            per_round=n,
-            rounds=r,
-            goal=">= 0.98",
-            note="redis.Redis PING over its pool",
-        ),
-    ]
-    plain.close()
-    wrapped.close()
+
+    @contextlib.contextmanager
+    def pools() -> Iterator[Sides]:
+        plain = redis.Redis(host="127.0.0.1", port=6379, socket_keepalive=False)
+        wrapped = redis.Redis(host="127.0.0.1", port=6379, **kwargs)
+        try:
+            yield plain.ping, wrapped.ping
+        finally:
+            plain.close()
+            wrapped.close()
 
     def new_plain() -> None:
         with redis.Redis(host="127.0.0.1", port=6379, socket_keepalive=False) as client:
@@ -240,44 +281,43 @@ def _redis(n: int, r: int, n_new: int, r_new: int) -> list[Result]:
         with redis.Redis(host="127.0.0.1", port=6379, **kwargs) as client:
             client.ping()
 
-    out.append(
+    return [
+        compare(
+            "redis_pooled",
+            pools,
+            pairs=pooled[0],
+            rounds=pooled[1],
+            goal=">= 0.98",
+            note="redis.Redis PING over its pool",
+        ),
         compare(
             "redis_new_connection",
-            new_plain,
-            new_wrapped,
-            per_round=n_new,
-            rounds=r_new,
+            lambda: contextlib.nullcontext((new_plain, new_wrapped)),
+            pairs=new[0],
+            rounds=new[1],
             goal=None,
             note="a new redis.Redis (and connection) per PING",
-        )
-    )
-    return out
+        ),
+    ]
 
 
-def _psycopg(n: int, r: int, n_new: int, r_new: int) -> list[Result]:
+def _psycopg(pooled: _Size, new: _Size) -> list[Result]:
     if not _reachable(5432):
-        return [_skipped("psycopg_pooled", "PostgreSQL is not reachable at 127.0.0.1:5432")]
+        why = "PostgreSQL is not reachable at 127.0.0.1:5432"
+        return [_skipped("psycopg_pooled", why), _skipped("psycopg_new_connection", why)]
     try:
         import psycopg
 
         from keepalive.adapters import psycopg as ka_psycopg
     except ImportError as exc:
-        return [_skipped("psycopg_pooled", str(exc))]
+        return [_missing("psycopg_pooled", exc), _missing("psycopg_new_connection", exc)]
     dsn = "host=127.0.0.1 port=5432 dbname=test user=postgres"
-    kwargs = ka_psycopg.connect_kwargs(POLICY)
-    out = []
-    with psycopg.connect(dsn) as plain, psycopg.connect(dsn, **kwargs) as wrapped:
-        out.append(
-            compare(
-                "psycopg_pooled",
-                lambda: plain.execute("SELECT 1").fetchone(),
-                lambda: wrapped.execute("SELECT 1").fetchone(),
-                per_round=n,
-                rounds=r,
-                goal=">= 0.98",
-                note="psycopg 3 SELECT 1 on one open connection",
-            )
-        )
+    kwargs: dict[str, Any] = ka_psycopg.connect_kwargs(POLICY)
+
+    @contextlib.contextmanager
+    def connections() -> Iterator[Sides]:
+        with psycopg.connect(dsn) as plain, psycopg.connect(dsn, **kwargs) as wrapped:
+            yield (lambda: plain.execute("SELECT 1").fetchone(), lambda: wrapped.execute("SELECT 1").fetchone())
 
     def new_plain() -> None:
         with psycopg.connect(dsn) as conn:
@@ -287,15 +327,21 @@ def _psycopg(n: int, r: int, n_new: int, r_new: int) -> list[Result]:
         with psycopg.connect(dsn, **kwargs) as conn:
             conn.execute("SELECT 1").fetchone()
 
-    out.append(
+    return [
+        compare(
+            "psycopg_pooled",
+            connections,
+            pairs=pooled[0],
+            rounds=pooled[1],
+            goal=">= 0.98",
+            note="psycopg 3 SELECT 1 on one open connection",
+        ),
         compare(
             "psycopg_new_connection",
-            new_plain,
-            new_wrapped,
-            per_round=n_new,
-            rounds=r_new,
+            lambda: contextlib.nullcontext((new_plain, new_wrapped)),
+            pairs=new[0],
+            rounds=new[1],
             goal=None,
             note="psycopg.connect + SELECT 1 + close per query (libpq keepalive parameters)",
-        )
-    )
-    return out
+        ),
+    ]

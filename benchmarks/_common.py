@@ -8,7 +8,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import keepalive
@@ -27,6 +27,21 @@ class Result:
     goal: str | None = None
     note: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any], *, source: str) -> Result:
+        """A row from a section that returns dicts (the contract in ``benchmarks/__init__.py``)."""
+        if not isinstance(row, dict) or not isinstance(row.get("name"), str) or not isinstance(row.get("unit"), str):
+            raise TypeError(f"{source}.run() returned a row without a str 'name' and 'unit': {row!r}")
+        known = {f.name for f in fields(cls)} - {"extra"}
+        for key in ("ratio", "value", "baseline"):
+            if row.get(key) is not None and not isinstance(row[key], int | float):
+                raise TypeError(f"{source}.run() returned a row whose {key!r} is not a number: {row!r}")
+        values = {key: row[key] for key in known if key in row}
+        for key in ("ratio", "value", "baseline"):
+            if values.get(key) is not None:
+                values[key] = float(values[key])
+        return cls(**values, extra={key: value for key, value in row.items() if key not in known})
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -60,10 +75,11 @@ def interleaved(
     *,
     loops: int,
     rounds: int,
-) -> tuple[float, float, float]:
-    """Time two functions in alternating blocks; return (median baseline s/op, median candidate s/op, ratio).
+) -> tuple[float, float, list[float]]:
+    """Time two functions in alternating blocks; return (median baseline s/op, median candidate s/op, ratios).
 
-    The ratio is the median of per-round ratios, so slow phases of a shared machine hit both sides alike.
+    ``ratios`` are the per-round ratios (candidate / baseline): report their median and spread, so slow phases of a
+    shared machine hit both sides alike.
     """
     base_times: list[float] = []
     cand_times: list[float] = []
@@ -80,7 +96,16 @@ def interleaved(
         base_times.append(b / loops)
         cand_times.append(c / loops)
         ratios.append(c / b)
-    return statistics.median(base_times), statistics.median(cand_times), statistics.median(ratios)
+    return statistics.median(base_times), statistics.median(cand_times), ratios
+
+
+def spread(values: list[float], prefix: str) -> dict[str, float]:
+    """``{prefix}_min``, ``{prefix}_median``, ``{prefix}_max`` of values: the spread a row reports."""
+    return {
+        f"{prefix}_min": min(values),
+        f"{prefix}_median": statistics.median(values),
+        f"{prefix}_max": max(values),
+    }
 
 
 def percentile(values: list[float], q: float) -> float:

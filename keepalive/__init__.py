@@ -16,9 +16,7 @@ idle time below the shortest timeout on the path, so the kernel's probes refresh
 
 from __future__ import annotations
 
-import importlib
-import logging
-from typing import TYPE_CHECKING, Any
+import sys as _sys
 
 from keepalive._exceptions import InvalidPolicy, KeepaliveError, KeepaliveWarning, UnsupportedPlatformWarning
 from keepalive._install import install, is_installed, uninstall
@@ -34,7 +32,11 @@ from keepalive._policy import (
 from keepalive._socket import SocketLike, apply, create_connection, create_server, socket_options
 from keepalive._version import __version__
 
+# Not `from typing import TYPE_CHECKING`: typing costs ~2 ms to import, and mypy knows this name.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from keepalive._audit import BackgroundAudit, SocketState, audit, audit_in_background
     from keepalive._enforce import (
         Enforcement,
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
         remove_enforcement,
     )
     from keepalive.checker import MIDDLEBOXES, Finding, Report, Severity, Source, check
+del TYPE_CHECKING
 
 # The checker and the audit are loaded on first use: a process that only wraps its connections (or starts with
 # KEEPALIVE_AUTO=1) should not pay for importing them.
@@ -70,7 +73,9 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'keepalive' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    from importlib import import_module
+
+    value = getattr(import_module(module), name)
     globals()[name] = value
     return value
 
@@ -118,4 +123,9 @@ __all__ = [
     "uninstall",
 ]
 
-logging.getLogger(__name__).addHandler(logging.NullHandler())
+# The package logger's NullHandler: now if logging is loaded already, else when keepalive first logs
+# (keepalive._log.get_logger's stand-ins): a process that never logs through keepalive does not import logging.
+if "logging" in _sys.modules:
+    from keepalive._log import attach_null_handler as _attach_null_handler
+
+    _attach_null_handler()

@@ -1,0 +1,148 @@
+"""``python -m benchmarks._loop_lag RUNTIME MODE``: the longest event-loop stall of a first connect, in ms.
+
+Run in a fresh process by ``benchmarks._startup`` (one measurement per process: the first connect of a process is
+the one that pays for start-up work). RUNTIME is asyncio, anyio (``anyio.run`` on asyncio, which loads anyio's
+backend before the loop runs) or trio; MODE is ``keepalive`` (the keepalive wrapper) or ``plain`` (the runtime's own
+connect). The wrapper module is imported before the loop starts, as an application imports it at the top. A
+heartbeat task yields in a loop (``sleep(0)``, a checkpoint) and records the longest gap between two of its turns
+while the connect runs and for ``AFTER`` seconds after it returns (work the connect left to a thread or a callback
+still competes for the loop). The peer is a listening socket in this process: the kernel completes the handshake
+from its backlog, so no server work runs on the loop. Prints the stall in ms.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+AFTER = 0.5  # long enough for a background thread that imports the checker on a busy machine
+
+
+class Probe:
+    """The heartbeat: ``beat()`` after every yield; ``worst`` is the longest gap seen while ``armed``."""
+
+    def __init__(self) -> None:
+        self.last = time.perf_counter()
+        self.worst = 0.0
+        self.armed = False
+        self.done = False
+
+    def beat(self) -> None:
+        now = time.perf_counter()
+        if self.armed:
+            self.worst = max(self.worst, now - self.last)
+        self.last = now
+
+
+async def _measure(
+    connect: Callable[[], Awaitable[Any]],
+    sleep: Callable[[float], Awaitable[Any]],
+    probe: Probe,
+) -> None:
+    await sleep(0.01)  # the heartbeat is running
+    probe.beat()
+    probe.armed = True
+    stream = await connect()
+    await sleep(AFTER)
+    probe.armed = False
+    probe.done = True
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        await close()
+    elif isinstance(stream, tuple):  # asyncio: (reader, writer)
+        stream[1].close()
+
+
+def main(runtime: str, mode: str) -> float:
+    listener = socket.create_server(("127.0.0.1", 0), backlog=16)
+    host, port = listener.getsockname()[:2]
+    probe = Probe()
+
+    if runtime == "asyncio":
+        import asyncio
+
+        if mode == "keepalive":
+            import keepalive.asyncio as ka_asyncio
+
+            async def connect() -> Any:
+                return await ka_asyncio.open_connection(host, port)
+        else:
+
+            async def connect() -> Any:
+                return await asyncio.open_connection(host, port)
+
+        async def heartbeat() -> None:
+            while not probe.done:
+                await asyncio.sleep(0)
+                probe.beat()
+
+        async def amain() -> None:
+            beat = asyncio.ensure_future(heartbeat())
+            await _measure(connect, asyncio.sleep, probe)
+            await beat
+
+        asyncio.run(amain())
+    elif runtime == "anyio":
+        import anyio
+        import anyio.lowlevel
+
+        if mode == "keepalive":
+            import keepalive.anyio as ka_anyio
+
+            async def anyio_connect() -> Any:
+                return await ka_anyio.connect_tcp(host, port)
+        else:
+
+            async def anyio_connect() -> Any:
+                return await anyio.connect_tcp(host, port)
+
+        async def anyio_heartbeat() -> None:
+            while not probe.done:
+                await anyio.lowlevel.checkpoint()
+                probe.beat()
+
+        async def anyio_main() -> None:
+            async with anyio.create_task_group() as group:
+                group.start_soon(anyio_heartbeat)
+                await _measure(anyio_connect, anyio.sleep, probe)
+
+        anyio.run(anyio_main, backend="asyncio")  # imports anyio's asyncio backend before the loop runs
+    elif runtime == "trio":
+        import trio
+        import trio.lowlevel
+
+        if mode == "keepalive":
+            import keepalive.trio as ka_trio
+
+            async def trio_connect() -> Any:
+                return await ka_trio.open_tcp_stream(host, port)
+        else:
+
+            async def trio_connect() -> Any:
+                return await trio.open_tcp_stream(host, port)
+
+        async def trio_heartbeat() -> None:
+            while not probe.done:
+                await trio.lowlevel.checkpoint()
+                probe.beat()
+
+        async def trio_main() -> None:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trio_heartbeat)
+                await _measure(trio_connect, trio.sleep, probe)
+
+        trio.run(trio_main)
+    else:
+        raise SystemExit(f"unknown runtime {runtime!r}: asyncio, anyio or trio")
+    listener.close()
+    return probe.worst * 1000
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[2] not in ("keepalive", "plain"):
+        print("usage: python -m benchmarks._loop_lag asyncio|anyio|trio keepalive|plain", file=sys.stderr)
+        sys.exit(2)
+    print(f"{main(sys.argv[1], sys.argv[2]):.3f}")
