@@ -4,7 +4,7 @@ Install what they measure with ``pip install -e '.[bench]'`` in a clone; then ``
 
 Sections (``benchmarks/__main__.py``'s ``SECTIONS``) are functions ``run(size) -> list[Result]`` with ``size`` one
 of ``"smoke"`` (tiny, for the test suite), ``"quick"`` and ``"full"``. A section may also live in a module that
-is not always there (``benchmarks._sweep``, ``benchmarks._enforce``): it exposes ``run(quick: bool) -> list[dict]``
+is not always there (``benchmarks._sweep``): it exposes ``run(quick: bool) -> list[dict]``
 (``quick`` is True for the smoke and quick sizes) and a missing module becomes one "not measured" row. Each dict is
 one row of results.json:
 

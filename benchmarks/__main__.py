@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import _audit, _clients, _detection, _idle, _memory, _micro, _startup
+from benchmarks import _audit, _clients, _detection, _enforce, _idle, _memory, _micro, _startup
 from benchmarks._common import Result, machine
 
 
@@ -47,7 +47,7 @@ SECTIONS: dict[str, Callable[[str], list[Result]]] = {
     "memory": _memory.run,
     "audit": _audit.run,
     "sweep": optional_section("benchmarks._sweep", "sweep"),
-    "enforce": optional_section("benchmarks._enforce", "enforce"),
+    "enforce": _enforce.run,
 }
 
 
