@@ -1,0 +1,387 @@
+"""pytest plugin of tcp-keepalive: ``--keepalive-strict`` fails a test that leaves a connection without keepalive.
+
+Registered through the ``pytest11`` entry point, so every suite that has ``tcp-keepalive`` installed loads it; it
+stays out of the way until asked. Without ``--keepalive-strict`` (or the ini option ``keepalive_strict = true``)
+it only adds its options, the ``keepalive_exempt`` marker and the ``keepalive_connections`` fixture; it imports
+nothing (not even ``keepalive``: this module lives outside the package so that loading it costs nothing) and
+runs no hook of its own around tests.
+
+With it, the hooks live on a separate object registered for the session (:class:`_Strict`):
+
+- before a test's setup, the socket inodes of this process (``/proc/self/fd``) are noted;
+- a module-, class-, package- or session-scoped fixture's setup is bracketed the same way: the sockets it opened
+  belong to the fixture, not to the test that first asked for it, and are checked when the fixture is torn down
+  (a finalizer that runs just before the fixture's own teardown, so the connections are still open);
+- at the start of the test's teardown (function-scoped fixtures' connections still open), the sockets the test
+  opened that are still open are read with :func:`keepalive.audit` and held to the policy; the test fails at
+  teardown, after its fixtures were torn down, with one line per offending connection.
+
+Only client connections count: listeners, unconnected sockets and connections accepted by a listener of this
+process are left alone (a test's fake server is not the code under test). See docs/testing.md.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Generator, Iterable
+from typing import TYPE_CHECKING, Any, Final
+
+import pytest
+
+if TYPE_CHECKING:
+    from keepalive import Policy, SocketState
+
+__all__ = ["KeepaliveConnections"]
+
+_MARKER: Final = "keepalive_exempt"
+_PLUGIN_NAME: Final = "keepalive-strict"
+_WIDE_SCOPES: Final = frozenset({"module", "class", "package", "session"})
+#: TCP states of a socket that is not (or no longer) a connection: a listener, an unconnected or closed socket.
+_NOT_CONNECTIONS: Final = frozenset({"LISTEN", "CLOSE"})
+
+#: The fix for a connection, by the server's port: the adapter of the client that usually talks to it.
+_HINTS: Final = {
+    5432: "PostgreSQL: psycopg.connect(dsn, **keepalive.adapters.psycopg.connect_kwargs()) (psycopg2: "
+    "keepalive.adapters.psycopg2), keepalive.adapters.asyncpg.connect/create_pool, or "
+    "keepalive.adapters.sqlalchemy.instrument(engine) (docs/adapters/psycopg.md, asyncpg.md, sqlalchemy.md)",
+    6379: "Redis: redis.Redis(..., **keepalive.adapters.redis.connection_kwargs()) (docs/adapters/redis.md)",
+    3306: "MySQL/MariaDB: keepalive.adapters.pymysql.connect(...) or keepalive.adapters.aiomysql.connect(...) "
+    "(docs/adapters/pymysql.md, aiomysql.md)",
+    5672: "RabbitMQ: keepalive.adapters.aio_pika.connect_robust(url) or "
+    "pika.BlockingConnection(keepalive.adapters.pika.connection_parameters(...)) (docs/adapters/aio_pika.md, pika.md)",
+    4222: "NATS: await keepalive.adapters.nats.connect(servers) (docs/adapters/nats.md)",
+}
+_GENERIC_HINT: Final = (
+    "keepalive.apply(sock) on the socket, keepalive.create_connection()/keepalive.asyncio.open_connection() "
+    "where it is made, the client's adapter (docs/adapters.md), or KEEPALIVE_AUTO=1 for the whole process "
+    "(docs/install.md)"
+)
+_HTTP_HINT: Final = (
+    "an HTTP client: keepalive.adapters.requests / urllib3 / httpx / aiohttp (docs/adapters.md); otherwise "
+    + _GENERIC_HINT
+)
+
+
+# ------------------------------------------------------------------------------------------------ availability
+
+
+def proc_available() -> bool:
+    """True where the check can run: Linux with ``/proc`` (the audit reads ``/proc/self/fd`` and ``net/tcp``)."""
+    return sys.platform.startswith("linux") and os.path.exists("/proc/self/net/tcp")
+
+
+def _socket_inodes() -> set[int]:
+    """The inodes of this process's open sockets (``socket:[N]`` links in /proc/self/fd): cheap, no getsockopt."""
+    inodes: set[int] = set()
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return inodes
+    for name in names:
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:  # closed meanwhile, or the listing's own descriptor
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+# ------------------------------------------------------------------------------------------------- options
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("keepalive", "TCP keepalive of the connections tests open (tcp-keepalive)")
+    group.addoption(
+        "--keepalive-strict",
+        action="store_true",
+        default=None,
+        help="fail a test that leaves a TCP connection open without keepalive fitting the policy",
+    )
+    group.addoption(
+        "--keepalive-policy",
+        metavar="SPEC",
+        default=None,
+        help="the policy connections must fit, as keepalive.Policy.parse takes it ('60,10,5', "
+        "'idle=60,interval=10,count=5,user_timeout=off'); default: the process default policy",
+    )
+    parser.addini("keepalive_strict", type="bool", default=False, help="same as --keepalive-strict")
+    parser.addini("keepalive_policy", default="", help="same as --keepalive-policy")
+    parser.addini(
+        "keepalive_exempt_fixtures",
+        type="linelist",
+        default=[],
+        help="names of module/session-scoped fixtures whose connections --keepalive-strict does not check",
+    )
+
+
+def _policy_spec(config: pytest.Config) -> tuple[str, str] | None:
+    """(where it was given, spec) of the policy option, or None for the default policy."""
+    spec = config.getoption("keepalive_policy")
+    if spec is not None:
+        return "--keepalive-policy", str(spec)
+    spec = str(config.getini("keepalive_policy") or "").strip()
+    return ("ini keepalive_policy", spec) if spec else None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{_MARKER}(reason=None): --keepalive-strict does not check the connections this test leaves open",
+    )
+    enabled = bool(config.getoption("keepalive_strict") or config.getini("keepalive_strict"))
+    given = _policy_spec(config)
+    policy = None
+    if given is not None:
+        policy = _parse_policy(*given)
+    if not enabled:
+        return
+    if not proc_available():
+        config.stash[_unavailable_key] = (
+            f"keepalive: --keepalive-strict is unavailable on {sys.platform} (it needs Linux's /proc); "
+            "tests ran unchecked"
+        )
+        return
+    exempt = frozenset(str(name) for name in config.getini("keepalive_exempt_fixtures"))
+    config.pluginmanager.register(_Strict(policy, exempt), _PLUGIN_NAME)
+
+
+def _parse_policy(where: str, spec: str) -> Policy:
+    from keepalive import InvalidPolicy, Policy
+
+    try:
+        return Policy.parse(spec)
+    except (InvalidPolicy, ValueError) as exc:
+        raise pytest.UsageError(f"{where} {spec!r} is not a keepalive policy: {exc}") from None
+
+
+_unavailable_key = pytest.StashKey[str]()
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    strict = config.pluginmanager.get_plugin(_PLUGIN_NAME)
+    if isinstance(strict, _Strict):
+        return f"keepalive: --keepalive-strict, policy {strict.policy!r}"
+    return config.stash.get(_unavailable_key, None)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    message = config.stash.get(_unavailable_key, None)
+    if message is not None:
+        terminalreporter.write_line(message, yellow=True)
+
+
+# ------------------------------------------------------------------------------------------------ judging
+
+
+def shortfalls(state: SocketState, policy: Policy) -> list[str]:
+    """What keeps ``state`` from fitting ``policy``; empty when it fits.
+
+    Fits: SO_KEEPALIVE on; idle, interval and count no larger than the policy's; when the policy sets a user
+    timeout, TCP_USER_TIMEOUT set and no larger than it (a policy with ``user_timeout=off`` asks nothing of it).
+    """
+    if state.keepalive is None:
+        return [state.reason]
+    if not state.keepalive:
+        return ["SO_KEEPALIVE is off"]
+    found: list[str] = []
+    for name, have, want in (
+        ("idle", state.idle, policy.idle),
+        ("interval", state.interval, policy.interval),
+        ("count", state.count, policy.count),
+    ):
+        if have is None:
+            found.append(f"{name} unreadable")
+        elif have > want:
+            unit = "" if name == "count" else " s"
+            found.append(f"{name} {have}{unit} > {want}{unit}")
+    if policy.user_timeout is not None:
+        if not state.user_timeout:
+            found.append(f"no TCP_USER_TIMEOUT (policy: {policy.user_timeout:g} s)")
+        elif state.user_timeout > policy.user_timeout:
+            found.append(f"user timeout {state.user_timeout:g} s > {policy.user_timeout:g} s")
+    return found
+
+
+def _has(state: SocketState) -> str:
+    if not state.keepalive:
+        return "no keepalive"
+    timeout = f"{state.user_timeout:g} s" if state.user_timeout else "off"
+    return f"keepalive idle {state.idle} s, interval {state.interval} s, count {state.count}, user timeout {timeout}"
+
+
+def hint(state: SocketState) -> str:
+    """The fix for one connection: the adapter of the client that usually talks to its server's port."""
+    port = int(state.remote.rpartition(":")[2] or 0)
+    if port in _HINTS:
+        return _HINTS[port]
+    if port in (80, 443, 8000, 8080, 8443):
+        return _HTTP_HINT
+    return _GENERIC_HINT
+
+
+def describe(states: Iterable[SocketState], policy: Policy, whose: str) -> str | None:
+    """The failure message for the offending connections among ``states``, or None when all fit."""
+    lines = [
+        f"  {state.local} -> {state.remote}: {_has(state)} ({'; '.join(found)}); fix: {hint(state)}"
+        for state in states
+        if (found := shortfalls(state, policy))
+    ]
+    if not lines:
+        return None
+    many = "s" if len(lines) > 1 else ""
+    head = (
+        f"keepalive-strict: {len(lines)} connection{many} {whose} left open without keepalive fitting "
+        f"{policy!r} (exempt with @pytest.mark.{_MARKER}(reason=...)):"
+    )
+    return "\n".join([head, *lines])
+
+
+# ----------------------------------------------------------------------------------------- the test's sockets
+
+
+def _connections(opened: set[int], policy: Policy, listeners: set[str]) -> list[SocketState]:
+    """The client connections among the sockets ``opened`` that are still open, with their keepalive state.
+
+    ``listeners`` collects the local addresses of this process's listening sockets (kept across calls, so a
+    server that outlives one audit is still known): a connection whose local address is one of them was
+    accepted, not opened by a client.
+    """
+    if not opened:
+        return []
+    import keepalive
+
+    states = keepalive.audit(policy)
+    for state in states:
+        if state.state == "LISTEN":
+            listeners.add(state.local)
+            listeners.add(_wildcard(state))
+    return [
+        state
+        for state in states
+        if state.inode in opened
+        and state.state not in _NOT_CONNECTIONS
+        and state.local not in listeners
+        and _wildcard(state) not in listeners
+    ]
+
+
+def _wildcard(state: SocketState) -> str:
+    port = state.local.rpartition(":")[2]
+    return f"[::]:{port}" if state.family == "ipv6" else f"0.0.0.0:{port}"
+
+
+class KeepaliveConnections:
+    """The ``keepalive_connections`` fixture: call it for the TCP connections the test opened so far.
+
+    ``keepalive_connections()`` returns the :class:`keepalive.SocketState` of each client connection opened since
+    the test started (under ``--keepalive-strict``: since its setup began; without it: since this fixture was set
+    up) that is still open, without those of wider-scoped fixtures, listeners and accepted connections.
+    ``.policy`` is the policy ``--keepalive-strict`` holds them to; ``offending()`` lists those that do not fit it.
+    """
+
+    def __init__(self, baseline: set[int], policy: Policy, wider: set[int], listeners: set[str]) -> None:
+        self._baseline = baseline
+        self._wider = wider
+        self._listeners = listeners
+        self.policy = policy
+
+    def __call__(self) -> list[SocketState]:
+        return _connections(_socket_inodes() - self._baseline - self._wider, self.policy, self._listeners)
+
+    def offending(self) -> list[SocketState]:
+        """The connections whose keepalive does not fit :attr:`policy`."""
+        return [state for state in self() if shortfalls(state, self.policy)]
+
+
+@pytest.fixture
+def keepalive_connections(request: pytest.FixtureRequest) -> KeepaliveConnections:
+    """The test's open TCP connections with their keepalive state: ``keepalive_connections()`` (docs/testing.md)."""
+    if not proc_available():
+        pytest.skip(f"keepalive_connections needs Linux's /proc (this is {sys.platform})")
+    strict = request.config.pluginmanager.get_plugin(_PLUGIN_NAME)
+    if isinstance(strict, _Strict):
+        baseline = strict.baselines.get(request.node.nodeid)
+        return KeepaliveConnections(
+            _socket_inodes() if baseline is None else baseline, strict.policy, strict.wider, strict.listeners
+        )
+    given = _policy_spec(request.config)
+    if given is not None:
+        policy = _parse_policy(*given)
+    else:
+        import keepalive
+
+        policy = keepalive.default_policy()
+    return KeepaliveConnections(_socket_inodes(), policy, set(), set())
+
+
+# ------------------------------------------------------------------------------------------------- strict mode
+
+
+class _Strict:
+    """The hooks of ``--keepalive-strict``, registered only when it is on."""
+
+    def __init__(self, policy: Policy | None, exempt_fixtures: frozenset[str]) -> None:
+        self._policy = policy
+        self.exempt_fixtures = exempt_fixtures
+        self.baselines: dict[str, set[int]] = {}
+        #: sockets opened by wider-scoped fixtures: never a single test's.
+        self.wider: set[int] = set()
+        self.listeners: set[str] = set()
+
+    @property
+    def policy(self) -> Policy:
+        if self._policy is None:
+            import keepalive
+
+            self._policy = keepalive.default_policy()
+        return self._policy
+
+    def pytest_sessionstart(self) -> None:
+        self.policy  # noqa: B018 - resolve the default policy before any test changes the environment
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, object, object]:
+        self.baselines[item.nodeid] = _socket_inodes()
+        return (yield)
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_fixture_setup(
+        self, fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+    ) -> Generator[None, object, object]:
+        if fixturedef.scope not in _WIDE_SCOPES:
+            return (yield)
+        before = _socket_inodes()
+        claimed = set(self.wider)
+        result = yield
+        opened = _socket_inodes() - before - (self.wider - claimed)  # not those of the wider fixtures it set up
+        self.wider |= opened
+        if opened and fixturedef.argname not in self.exempt_fixtures:
+            whose = f"that {fixturedef.scope}-scoped fixture {fixturedef.argname!r} opened"
+            fixturedef.addfinalizer(lambda: self._check_fixture(opened, whose))
+        return result
+
+    def _check_fixture(self, opened: set[int], whose: str) -> None:
+        """Runs just before the fixture's own teardown: its connections are still open."""
+        message = describe(_connections(opened & _socket_inodes(), self.policy, self.listeners), self.policy, whose)
+        self.wider -= opened
+        if message is not None:
+            pytest.fail(message, pytrace=False)
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_teardown(self, item: pytest.Item) -> Generator[None, object, object]:
+        baseline = self.baselines.pop(item.nodeid, None)
+        message = None
+        if baseline is not None and item.get_closest_marker(_MARKER) is None:
+            opened = _socket_inodes() - baseline - self.wider
+            message = describe(_connections(opened, self.policy, self.listeners), self.policy, "this test opened")
+        try:
+            result = yield
+        except BaseException as exc:
+            if message is not None:
+                exc.add_note(message)
+            raise
+        if message is not None:
+            pytest.fail(message, pytrace=False)
+        return result
