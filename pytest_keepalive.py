@@ -163,7 +163,7 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     strict = config.pluginmanager.get_plugin(_PLUGIN_NAME)
     if isinstance(strict, _Strict):
         return f"keepalive: --keepalive-strict, policy {strict.policy!r}"
-    return config.stash.get(_unavailable_key, None)
+    return None
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

@@ -1,0 +1,253 @@
+"""The pytest plugin (pytest_keepalive.py): ``--keepalive-strict`` run on real test suites through ``pytester``.
+
+Every sample suite opens real TCP connections on loopback (to a listener it starts, or to the local services) and
+the plugin reads them back with getsockopt through :func:`keepalive.audit`.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import pytest
+
+import pytest_keepalive
+
+pytest_plugins = ["pytester"]
+
+INI = """
+[pytest]
+addopts = --strict-markers -p no:cacheprovider
+filterwarnings = error
+asyncio_mode = strict
+asyncio_default_fixture_loop_scope = function
+"""
+
+#: A sample suite's conftest: a listener that accepts in the background and keeps the accepted sockets open.
+CONFTEST = """
+import socket
+import threading
+
+import pytest
+
+
+class Server:
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.address = self.sock.getsockname()
+        self.accepted = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+
+    def close(self):
+        self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.thread.join()
+        for conn in self.accepted:
+            conn.close()
+
+
+@pytest.fixture
+def server():
+    srv = Server()
+    yield srv
+    srv.close()
+
+
+KEEP = []  # connections a test leaves open on purpose
+
+
+@pytest.fixture(autouse=True)
+def _close_left_open():
+    yield
+    while KEEP:
+        KEEP.pop().close()
+"""
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester) -> pytest.Pytester:
+    """A sample project with pytest configured like ours (warnings are errors, strict markers) and a server."""
+    pytester.makeini(INI)
+    pytester.makeconftest(CONFTEST)
+    return pytester
+
+
+def teardown_lines(result: pytest.RunResult) -> list[str]:
+    """The plugin's per-connection lines in the output."""
+    return [line for line in result.outlines if re.match(r"\s+\S+:\d+ -> \S+:\d+: ", line)]
+
+
+# ----------------------------------------------------------------------------------------------------- inert
+
+
+def test_without_the_option_the_plugin_imports_nothing_and_runs_no_hook(suite: pytest.Pytester) -> None:
+    """Loaded through the entry point in every run, the plugin imports no keepalive module and adds no fixtures."""
+    suite.makepyfile(
+        """
+        import socket
+        import sys
+
+        from conftest import KEEP
+
+        def test_plain(request, server):
+            KEEP.append(socket.create_connection(server.address))  # no keepalive, and nobody minds
+            assert request.config.pluginmanager.has_plugin("keepalive")  # the entry point loaded the module
+            assert request.config.pluginmanager.get_plugin("keepalive-strict") is None
+            assert [name for name in request.fixturenames if "keepalive" in name] == []  # no autouse fixture
+            hooks = request.config.hook
+            for hook in (hooks.pytest_runtest_setup, hooks.pytest_runtest_teardown, hooks.pytest_fixture_setup):
+                assert [impl.plugin_name for impl in hook.get_hookimpls() if "keepalive" in impl.plugin_name] == []
+            assert sorted(name for name in sys.modules if name.split(".")[0] == "keepalive") == []
+        """
+    )
+    result = suite.runpytest_subprocess()
+    result.assert_outcomes(passed=1)
+
+
+def test_the_marker_is_registered_without_the_option(suite: pytest.Pytester) -> None:
+    """Suites with --strict-markers can mark tests keepalive_exempt whether or not the check is on."""
+    suite.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.keepalive_exempt(reason="talks to a server that closes idle clients itself")
+        def test_marked():
+            pass
+        """
+    )
+    suite.runpytest().assert_outcomes(passed=1)
+
+
+# ------------------------------------------------------------------------------------------------ sync sockets
+
+SYNC = """
+import socket
+
+import pytest
+
+import keepalive
+from conftest import KEEP
+
+
+def test_bare_socket(server):
+    KEEP.append(socket.create_connection(server.address))
+
+
+def test_keepalive_connection(server):
+    KEEP.append(keepalive.create_connection(server.address))
+
+
+def test_loose_timings(server):
+    sock = socket.create_connection(server.address)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 7200)
+    KEEP.append(sock)
+
+
+def test_closed_before_the_end(server):
+    socket.create_connection(server.address).close()
+
+
+def test_listener_only():
+    KEEP.append(socket.create_server(("127.0.0.1", 0)))
+
+
+@pytest.mark.keepalive_exempt(reason="checked elsewhere")
+def test_exempt(server):
+    KEEP.append(socket.create_connection(server.address))
+"""
+
+
+def test_strict_fails_each_connection_without_fitting_keepalive_at_teardown(suite: pytest.Pytester) -> None:
+    """Only the tests that leave a client connection without fitting keepalive fail, at teardown, one line each."""
+    suite.makepyfile(SYNC)
+    result = suite.runpytest("--keepalive-strict", "-rE")
+    result.assert_outcomes(passed=6, errors=2)
+    errors = sorted(line.split(" - ")[0] for line in result.outlines if line.startswith("ERROR "))
+    assert errors == [
+        "ERROR test_strict_fails_each_connection_without_fitting_keepalive_at_teardown.py::" + name
+        for name in ("test_bare_socket", "test_loose_timings")
+    ]
+    lines = teardown_lines(result)
+    assert len(lines) == 2  # the accepted server ends and the listener are not the tests' connections
+    assert "no keepalive (SO_KEEPALIVE is off)" in lines[0]
+    assert "idle 7200 s > 60 s" in lines[1]
+    assert all(re.match(r"\s+127\.0\.0\.1:\d+ -> 127\.0\.0\.1:\d+: ", line) for line in lines)
+    assert all("fix: keepalive.apply(sock)" in line for line in lines)
+    result.stdout.fnmatch_lines(
+        ["*ERROR at teardown of test_bare_socket*", "keepalive-strict: 1 connection this test*"]
+    )
+
+
+def test_ini_option_turns_the_check_on(suite: pytest.Pytester) -> None:
+    """``keepalive_strict = true`` in the ini file is the same as --keepalive-strict."""
+    suite.makeini(INI + "keepalive_strict = true\n")
+    suite.makepyfile(SYNC)
+    suite.runpytest().assert_outcomes(passed=6, errors=2)
+
+
+def test_policy_option_sets_the_yardstick(suite: pytest.Pytester) -> None:
+    """A tighter --keepalive-policy fails connections that fit the default; a looser one passes slower ones."""
+    suite.makepyfile(SYNC)
+    tight = suite.runpytest("--keepalive-strict", "--keepalive-policy", "idle=20,interval=5,count=3")
+    tight.assert_outcomes(passed=6, errors=3)
+    assert any("idle 60 s > 20 s" in line and "count 5 > 3" in line for line in teardown_lines(tight))
+    loose = suite.runpytest(
+        "--keepalive-strict", "--keepalive-policy", "idle=7200,interval=75,count=9,user_timeout=off"
+    )
+    loose.assert_outcomes(passed=6, errors=1)  # only the socket without SO_KEEPALIVE
+
+
+def test_user_timeout_must_be_set_when_the_policy_sets_one(suite: pytest.Pytester) -> None:
+    """Keepalive timings alone don't fit a policy with a user timeout; ``user_timeout=off`` asks for none."""
+    suite.makepyfile(
+        """
+        import socket
+
+        from conftest import KEEP
+
+        def test_timings_without_user_timeout(server):
+            sock = socket.create_connection(server.address)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            for option, value in ((socket.TCP_KEEPIDLE, 60), (socket.TCP_KEEPINTVL, 10), (socket.TCP_KEEPCNT, 5)):
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
+            KEEP.append(sock)
+        """
+    )
+    result = suite.runpytest("--keepalive-strict", "--keepalive-policy", "60,10,5")
+    result.assert_outcomes(passed=1, errors=1)
+    assert "no TCP_USER_TIMEOUT (policy: 110 s)" in teardown_lines(result)[0]
+    off = suite.runpytest("--keepalive-strict", "--keepalive-policy", "idle=60,interval=10,count=5,user_timeout=off")
+    off.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize("spec", ["sixty", "idle=0", "idle=60,bogus=1"])
+def test_unparsable_policy_is_a_usage_error_naming_it(suite: pytest.Pytester, spec: str) -> None:
+    """pytest exits with its usage error (4) and the message names the value."""
+    suite.makepyfile("def test_nothing():\n    pass\n")
+    result = suite.runpytest("--keepalive-strict", "--keepalive-policy", spec)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*--keepalive-policy {spec!r} is not a keepalive policy*"])
+
+
+def test_without_proc_the_check_says_so_once_and_tests_pass(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where /proc is missing (macOS, Windows) the run says once that nothing was checked; results are unchanged."""
+    monkeypatch.setattr(pytest_keepalive, "proc_available", lambda: False)
+    suite.makepyfile(SYNC)
+    result = suite.runpytest("--keepalive-strict")
+    result.assert_outcomes(passed=6)
+    said = [line for line in result.outlines if "--keepalive-strict is unavailable" in line]
+    assert said == [
+        f"keepalive: --keepalive-strict is unavailable on {sys.platform} (it needs Linux's /proc); tests ran unchecked"
+    ]
