@@ -251,3 +251,150 @@ def test_without_proc_the_check_says_so_once_and_tests_pass(
     assert said == [
         f"keepalive: --keepalive-strict is unavailable on {sys.platform} (it needs Linux's /proc); tests ran unchecked"
     ]
+
+
+# --------------------------------------------------------------------------------------------- wider fixtures
+
+WIDE = """
+import socket
+
+import pytest
+
+import keepalive
+
+
+@pytest.fixture(scope="module")
+def shared_client(request):
+    from conftest import Server
+
+    srv = Server()
+    sock = socket.create_connection(srv.address)  # no keepalive
+    yield sock
+    sock.close()
+    srv.close()
+
+
+@pytest.fixture(scope="session")
+def good_client():
+    from conftest import Server
+
+    srv = Server()
+    sock = keepalive.create_connection(srv.address)
+    yield sock
+    sock.close()
+    srv.close()
+
+
+def test_first_user(shared_client, good_client):
+    shared_client.sendall(b"x")
+
+
+def test_second_user(shared_client):
+    shared_client.sendall(b"y")
+
+
+def test_unrelated():
+    pass
+"""
+
+
+def test_a_wider_fixtures_connections_are_checked_at_its_teardown_not_in_the_tests(suite: pytest.Pytester) -> None:
+    """The tests that use a module fixture pass; its connection fails the teardown of the fixture (last test)."""
+    suite.makepyfile(WIDE)
+    result = suite.runpytest("--keepalive-strict", "-p", "no:randomly")
+    result.assert_outcomes(passed=3, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_unrelated*",
+            "keepalive-strict: 1 connection that module-scoped fixture 'shared_client' opened left open *",
+        ]
+    )
+    assert len(teardown_lines(result)) == 1  # the session fixture's connection has keepalive
+
+
+def test_a_fixture_can_be_exempted_by_name_in_the_ini(suite: pytest.Pytester) -> None:
+    """``keepalive_exempt_fixtures`` lists wider fixtures whose connections are not checked."""
+    suite.makeini(INI + "keepalive_exempt_fixtures = shared_client\n")
+    suite.makepyfile(WIDE)
+    suite.runpytest("--keepalive-strict").assert_outcomes(passed=3)
+
+
+def test_function_fixtures_connections_are_the_tests(suite: pytest.Pytester) -> None:
+    """A function-scoped client fixture's connection is checked with the test, before the fixture closes it."""
+    suite.makepyfile(
+        """
+        import socket
+
+        import pytest
+
+        @pytest.fixture
+        def client(server):
+            sock = socket.create_connection(server.address)
+            yield sock
+            sock.close()
+
+        def test_uses_client(client):
+            client.sendall(b"x")
+        """
+    )
+    result = suite.runpytest("--keepalive-strict")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*ERROR at teardown of test_uses_client*"])
+
+
+def test_a_failing_teardown_keeps_the_keepalive_report(suite: pytest.Pytester) -> None:
+    """When a fixture's teardown raises too, the connection lines are attached to that error, not lost."""
+    suite.makepyfile(
+        """
+        import socket
+
+        import pytest
+
+        @pytest.fixture
+        def client(server):
+            sock = socket.create_connection(server.address)
+            yield sock
+            sock.close()
+            raise RuntimeError("teardown broke")
+
+        def test_uses_client(client):
+            pass
+        """
+    )
+    result = suite.runpytest("--keepalive-strict")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*RuntimeError: teardown broke", "E *keepalive-strict: 1 connection this test*"])
+
+
+# ------------------------------------------------------------------------------------- keepalive_connections
+
+
+CONNECTIONS = """
+import socket
+
+import keepalive
+from conftest import KEEP
+
+
+def test_sees_its_connections(server, keepalive_connections):
+    assert keepalive_connections() == []
+    good = keepalive.create_connection(server.address)
+    bad = socket.create_connection(server.address)
+    KEEP.extend([good, bad])
+    states = {state.local: state for state in keepalive_connections()}
+    assert set(states) == {"%s:%d" % good.getsockname(), "%s:%d" % bad.getsockname()}
+    assert states["%s:%d" % good.getsockname()].keepalive is True
+    assert states["%s:%d" % good.getsockname()].idle == keepalive_connections.policy.idle
+    assert states["%s:%d" % bad.getsockname()].keepalive is False
+    assert [state.local for state in keepalive_connections.offending()] == ["%s:%d" % bad.getsockname()]
+    bad.close()
+    assert [state.local for state in keepalive_connections()] == ["%s:%d" % good.getsockname()]
+"""
+
+
+@pytest.mark.parametrize("strict", [True, False], ids=["strict", "without-strict"])
+def test_keepalive_connections_returns_the_tests_open_connections(suite: pytest.Pytester, strict: bool) -> None:
+    """The fixture gives the SocketStates of the connections the test opened and still holds, strict or not."""
+    suite.makepyfile(CONNECTIONS)
+    args = ["--keepalive-strict"] if strict else []
+    suite.runpytest(*args).assert_outcomes(passed=1)
