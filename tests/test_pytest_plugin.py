@@ -398,3 +398,139 @@ def test_keepalive_connections_returns_the_tests_open_connections(suite: pytest.
     suite.makepyfile(CONNECTIONS)
     args = ["--keepalive-strict"] if strict else []
     suite.runpytest(*args).assert_outcomes(passed=1)
+
+
+# ---------------------------------------------------------------------------------------------- async plugins
+
+ASYNCIO = """
+import asyncio
+
+import pytest
+import pytest_asyncio
+
+import keepalive.asyncio
+
+
+@pytest_asyncio.fixture
+async def held():
+    writers = []
+    yield writers
+    for writer in writers:
+        writer.close()
+        await writer.wait_closed()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def module_stream():
+    from conftest import Server
+
+    srv = Server()
+    _, writer = await asyncio.open_connection(*srv.address)
+    yield writer
+    writer.close()
+    await writer.wait_closed()
+    srv.close()
+
+
+@pytest.mark.asyncio
+async def test_plain_stream(server, held):
+    _, writer = await asyncio.open_connection(*server.address)
+    held.append(writer)
+
+
+@pytest.mark.asyncio
+async def test_keepalive_stream(server, held):
+    _, writer = await keepalive.asyncio.open_connection(*server.address)
+    held.append(writer)
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_uses_module_stream(module_stream):
+    module_stream.write(b"x")
+    await module_stream.drain()
+"""
+
+
+def test_pytest_asyncio_streams_and_async_fixtures(suite: pytest.Pytester) -> None:
+    """asyncio streams are checked; a module-scoped async fixture's stream fails its own teardown, not the test."""
+    suite.makepyfile(ASYNCIO)
+    result = suite.runpytest("--keepalive-strict", "-p", "no:anyio")
+    result.assert_outcomes(passed=3, errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_plain_stream*",
+            "keepalive-strict: 1 connection this test opened *",
+            "*ERROR at teardown of test_uses_module_stream*",
+            "keepalive-strict: 1 connection that module-scoped fixture 'module_stream' opened *",
+        ]
+    )
+
+
+ANYIO = """
+import anyio
+import pytest
+
+import keepalive.anyio
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request):
+    return request.param
+
+
+@pytest.fixture
+async def held(anyio_backend):
+    streams = []
+    yield streams
+    for stream in streams:
+        await stream.aclose()
+
+
+@pytest.mark.anyio
+async def test_plain_stream(server, held):
+    held.append(await anyio.connect_tcp(*server.address))
+
+
+@pytest.mark.anyio
+async def test_keepalive_stream(server, held):
+    held.append(await keepalive.anyio.connect_tcp(*server.address))
+"""
+
+
+def test_anyio_plugin_streams_on_asyncio_and_trio(suite: pytest.Pytester) -> None:
+    """anyio's pytest plugin, both backends: the plain stream fails on each, the keepalive one passes on each."""
+    suite.makepyfile(ANYIO)
+    result = suite.runpytest("--keepalive-strict", "-rE")
+    result.assert_outcomes(passed=4, errors=2)
+    result.stdout.fnmatch_lines(["ERROR *test_plain_stream?asyncio?*", "ERROR *test_plain_stream?trio?*"])
+
+
+TRIO = """
+import socket
+
+import pytest
+import trio
+
+import keepalive.trio
+from conftest import KEEP
+
+
+@pytest.mark.trio
+async def test_plain_stream(server):
+    stream = await trio.open_tcp_stream(*server.address)
+    KEEP.append(socket.socket(fileno=stream.socket.detach()))  # closed after the loop, outside trio
+
+
+@pytest.mark.trio
+async def test_keepalive_stream(server):
+    stream = await keepalive.trio.open_tcp_stream(*server.address)
+    KEEP.append(socket.socket(fileno=stream.socket.detach()))  # closed after the loop, outside trio
+"""
+
+
+def test_pytest_trio_streams(suite: pytest.Pytester) -> None:
+    """pytest-trio: a trio stream the test leaves open is checked like any other connection."""
+    suite.makepyfile(TRIO)
+    result = suite.runpytest("--keepalive-strict", "-rE", "-p", "no:anyio")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["ERROR *test_plain_stream*"])
