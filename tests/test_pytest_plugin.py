@@ -12,6 +12,7 @@ import sys
 import pytest
 
 import pytest_keepalive
+from tests.helpers import require_service
 
 pytest_plugins = ["pytester"]
 
@@ -172,11 +173,8 @@ def test_strict_fails_each_connection_without_fitting_keepalive_at_teardown(suit
     suite.makepyfile(SYNC)
     result = suite.runpytest("--keepalive-strict", "-rE")
     result.assert_outcomes(passed=6, errors=2)
-    errors = sorted(line.split(" - ")[0] for line in result.outlines if line.startswith("ERROR "))
-    assert errors == [
-        "ERROR test_strict_fails_each_connection_without_fitting_keepalive_at_teardown.py::" + name
-        for name in ("test_bare_socket", "test_loose_timings")
-    ]
+    errors = sorted(line.split()[1].rpartition("::")[2] for line in result.outlines if line.startswith("ERROR "))
+    assert errors == ["test_bare_socket", "test_loose_timings"]
     lines = teardown_lines(result)
     assert len(lines) == 2  # the accepted server ends and the listener are not the tests' connections
     assert "no keepalive (SO_KEEPALIVE is off)" in lines[0]
@@ -534,3 +532,92 @@ def test_pytest_trio_streams(suite: pytest.Pytester) -> None:
     result = suite.runpytest("--keepalive-strict", "-rE", "-p", "no:anyio")
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["ERROR *test_plain_stream*"])
+
+
+# ---------------------------------------------------------------------------------------- real clients, xdist
+
+CLIENTS = """
+import psycopg2
+import pymysql
+import pytest
+import redis
+
+import keepalive.adapters.psycopg2
+import keepalive.adapters.pymysql
+import keepalive.adapters.redis
+
+
+@pytest.fixture
+def redis_client(request):
+    kwargs = keepalive.adapters.redis.connection_kwargs() if request.param else {}
+    client = redis.Redis(host="127.0.0.1", port=6379, **kwargs)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def pg(request):
+    kwargs = keepalive.adapters.psycopg2.connect_kwargs() if request.param else {}
+    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test", **kwargs)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def mysql(request):
+    connect = keepalive.adapters.pymysql.connect if request.param else pymysql.connect
+    conn = connect(host="127.0.0.1", port=3306, user="root", password="", database="test")
+    yield conn
+    conn.close()
+
+
+@pytest.mark.parametrize("redis_client", [False, True], ids=["plain", "adapter"], indirect=True)
+def test_redis(redis_client):
+    assert redis_client.ping()
+
+
+@pytest.mark.parametrize("pg", [False, True], ids=["plain", "adapter"], indirect=True)
+def test_psycopg2(pg):
+    with pg.cursor() as cur:
+        cur.execute("select 1")
+        assert cur.fetchone() == (1,)
+
+
+@pytest.mark.parametrize("mysql", [False, True], ids=["plain", "adapter"], indirect=True)
+def test_pymysql(mysql):
+    with mysql.cursor() as cur:
+        cur.execute("select 1")
+        assert cur.fetchone() == (1,)
+"""
+
+
+@pytest.mark.services
+def test_real_clients_pooled_and_native_connections_are_caught_and_the_fix_named(suite: pytest.Pytester) -> None:
+    """redis-py's pooled connection, libpq's own socket (psycopg2) and PyMySQL fail without their adapter only."""
+    require_service("redis", "127.0.0.1", 6379)
+    require_service("postgres", "127.0.0.1", 5432)
+    require_service("mariadb", "127.0.0.1", 3306)
+    suite.makepyfile(CLIENTS)
+    result = suite.runpytest("--keepalive-strict", "-rE")
+    result.assert_outcomes(passed=6, errors=3)
+    errors = sorted(line.split()[1].rpartition("::")[2] for line in result.outlines if line.startswith("ERROR "))
+    assert errors == ["test_psycopg2[plain]", "test_pymysql[plain]", "test_redis[plain]"]
+    lines = teardown_lines(result)
+    redis_line = next(line for line in lines if "-> 127.0.0.1:6379:" in line)
+    pg_line = next(line for line in lines if "-> 127.0.0.1:5432:" in line)
+    # redis-py 8 turns keepalive on (30/5/3) but sets no user timeout; libpq keeps the kernel's 7200 s idle.
+    assert "no TCP_USER_TIMEOUT" in redis_line
+    assert "keepalive.adapters.redis.connection_kwargs()" in redis_line
+    assert "idle 7200 s > 60 s" in pg_line
+    assert "keepalive.adapters.psycopg2" in pg_line
+    mysql_line = next(line for line in lines if "-> 127.0.0.1:3306:" in line)
+    assert "keepalive.adapters.pymysql.connect(...)" in mysql_line
+
+
+@pytest.mark.slow
+def test_xdist_workers_each_check_their_tests(suite: pytest.Pytester) -> None:
+    """Under pytest-xdist every worker runs the check on its own tests (its own /proc/self)."""
+    suite.makepyfile(SYNC)
+    result = suite.runpytest_subprocess("--keepalive-strict", "-n", "2")
+    result.assert_outcomes(passed=6, errors=2)
+    result.stdout.fnmatch_lines(["*ERROR at teardown of test_bare_socket*"], consecutive=False)
