@@ -344,7 +344,11 @@ class _Strict:
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, object, object]:
         self.baselines[item.nodeid] = _socket_inodes()
-        return (yield)
+        try:
+            return (yield)
+        except BaseException:  # a failed or skipped setup: its report says enough, the check would only add noise
+            self.baselines.pop(item.nodeid, None)
+            raise
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_fixture_setup(

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 import sys
+import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -112,6 +114,19 @@ def test_without_the_option_the_plugin_imports_nothing_and_runs_no_hook(suite: p
     )
     result = suite.runpytest_subprocess()
     result.assert_outcomes(passed=1)
+
+
+def test_the_wheel_ships_the_plugin_module_and_its_entry_point(tmp_path: Path) -> None:
+    """pytest finds the plugin in an installed wheel: the module at the root and a pytest11 entry point."""
+    from hatchling.builders.wheel import WheelBuilder
+
+    root = Path(pytest_keepalive.__file__).resolve().parent
+    wheel = next(WheelBuilder(str(root)).build(directory=str(tmp_path), versions=["standard"]))
+    with zipfile.ZipFile(wheel) as archive:
+        assert archive.read("pytest_keepalive.py") == (root / "pytest_keepalive.py").read_bytes()
+        names = archive.namelist()
+        entry_points = archive.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
+    assert "[pytest11]\nkeepalive = pytest_keepalive\n" in entry_points
 
 
 def test_the_marker_is_registered_without_the_option(suite: pytest.Pytester) -> None:
@@ -228,6 +243,14 @@ def test_user_timeout_must_be_set_when_the_policy_sets_one(suite: pytest.Pyteste
     off.assert_outcomes(passed=1)
 
 
+def test_ini_policy_sets_the_yardstick(suite: pytest.Pytester) -> None:
+    """``keepalive_policy`` in the ini file works like --keepalive-policy; the command line wins over it."""
+    suite.makeini(INI + "keepalive_policy = idle=20,interval=5,count=3\n")
+    suite.makepyfile(SYNC)
+    suite.runpytest("--keepalive-strict").assert_outcomes(passed=6, errors=3)
+    suite.runpytest("--keepalive-strict", "--keepalive-policy", "60,10,5").assert_outcomes(passed=6, errors=2)
+
+
 @pytest.mark.parametrize("spec", ["sixty", "idle=0", "idle=60,bogus=1"])
 def test_unparsable_policy_is_a_usage_error_naming_it(suite: pytest.Pytester, spec: str) -> None:
     """pytest exits with its usage error (4) and the message names the value."""
@@ -235,6 +258,47 @@ def test_unparsable_policy_is_a_usage_error_naming_it(suite: pytest.Pytester, sp
     result = suite.runpytest("--keepalive-strict", "--keepalive-policy", spec)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*--keepalive-policy {spec!r} is not a keepalive policy*"])
+
+
+def test_unparsable_ini_policy_is_a_usage_error_naming_it(suite: pytest.Pytester) -> None:
+    """The same for the ini option, which the message names as such."""
+    suite.makeini(INI + "keepalive_policy = idle=sixty\n")
+    suite.makepyfile("def test_nothing():\n    pass\n")
+    result = suite.runpytest("--keepalive-strict")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*ini keepalive_policy 'idle=sixty' is not a keepalive policy*"])
+
+
+def test_a_failed_setup_is_not_also_checked(suite: pytest.Pytester) -> None:
+    """A test whose setup fails or skips after opening a connection gets only its own error or skip."""
+    suite.makepyfile(
+        """
+        import socket
+
+        import pytest
+
+        from conftest import KEEP
+
+        @pytest.fixture
+        def broken(server):
+            KEEP.append(socket.create_connection(server.address))
+            raise RuntimeError("setup broke")
+
+        @pytest.fixture
+        def skipping(server):
+            KEEP.append(socket.create_connection(server.address))
+            pytest.skip("not here")
+
+        def test_broken(broken):
+            pass
+
+        def test_skipped(skipping):
+            pass
+        """
+    )
+    result = suite.runpytest("--keepalive-strict")
+    result.assert_outcomes(errors=1, skipped=1)
+    assert teardown_lines(result) == []
 
 
 def test_without_proc_the_check_says_so_once_and_tests_pass(
