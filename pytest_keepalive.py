@@ -241,22 +241,19 @@ def describe(states: Iterable[SocketState], policy: Policy, whose: str) -> str |
 # ----------------------------------------------------------------------------------------- the test's sockets
 
 
-def _connections(opened: set[int], policy: Policy, listeners: set[str]) -> list[SocketState]:
+def _connections(opened: set[int], policy: Policy) -> list[SocketState]:
     """The client connections among the sockets ``opened`` that are still open, with their keepalive state.
 
-    ``listeners`` collects the local addresses of this process's listening sockets (kept across calls, so a
-    server that outlives one audit is still known): a connection whose local address is one of them was
-    accepted, not opened by a client.
+    A connection whose local address is that of a listening socket of this process (now) was accepted by it, not
+    opened by a client. Listeners seen earlier are not remembered: their ports go back to the ephemeral range and
+    may be a later client's local port.
     """
     if not opened:
         return []
     import keepalive
 
     states = keepalive.audit(policy)
-    for state in states:
-        if state.state == "LISTEN":
-            listeners.add(state.local)
-            listeners.add(_wildcard(state))
+    listeners = {address for state in states if state.state == "LISTEN" for address in (state.local, _wildcard(state))}
     return [
         state
         for state in states
@@ -281,14 +278,13 @@ class KeepaliveConnections:
     ``.policy`` is the policy ``--keepalive-strict`` holds them to; ``offending()`` lists those that do not fit it.
     """
 
-    def __init__(self, baseline: set[int], policy: Policy, wider: set[int], listeners: set[str]) -> None:
+    def __init__(self, baseline: set[int], policy: Policy, wider: set[int]) -> None:
         self._baseline = baseline
         self._wider = wider
-        self._listeners = listeners
         self.policy = policy
 
     def __call__(self) -> list[SocketState]:
-        return _connections(_socket_inodes() - self._baseline - self._wider, self.policy, self._listeners)
+        return _connections(_socket_inodes() - self._baseline - self._wider, self.policy)
 
     def offending(self) -> list[SocketState]:
         """The connections whose keepalive does not fit :attr:`policy`."""
@@ -303,9 +299,7 @@ def keepalive_connections(request: pytest.FixtureRequest) -> KeepaliveConnection
     strict = request.config.pluginmanager.get_plugin(_PLUGIN_NAME)
     if isinstance(strict, _Strict):
         baseline = strict.baselines.get(request.node.nodeid)
-        return KeepaliveConnections(
-            _socket_inodes() if baseline is None else baseline, strict.policy, strict.wider, strict.listeners
-        )
+        return KeepaliveConnections(_socket_inodes() if baseline is None else baseline, strict.policy, strict.wider)
     given = _policy_spec(request.config)
     if given is not None:
         policy = _parse_policy(*given)
@@ -313,7 +307,7 @@ def keepalive_connections(request: pytest.FixtureRequest) -> KeepaliveConnection
         import keepalive
 
         policy = keepalive.default_policy()
-    return KeepaliveConnections(_socket_inodes(), policy, set(), set())
+    return KeepaliveConnections(_socket_inodes(), policy, set())
 
 
 # ------------------------------------------------------------------------------------------------- strict mode
@@ -328,7 +322,6 @@ class _Strict:
         self.baselines: dict[str, set[int]] = {}
         #: sockets opened by wider-scoped fixtures: never a single test's.
         self.wider: set[int] = set()
-        self.listeners: set[str] = set()
 
     @property
     def policy(self) -> Policy:
@@ -368,7 +361,7 @@ class _Strict:
 
     def _check_fixture(self, opened: set[int], whose: str) -> None:
         """Runs just before the fixture's own teardown: its connections are still open."""
-        message = describe(_connections(opened & _socket_inodes(), self.policy, self.listeners), self.policy, whose)
+        message = describe(_connections(opened & _socket_inodes(), self.policy), self.policy, whose)
         self.wider -= opened
         if message is not None:
             pytest.fail(message, pytrace=False)
@@ -379,7 +372,7 @@ class _Strict:
         message = None
         if baseline is not None and item.get_closest_marker(_MARKER) is None:
             opened = _socket_inodes() - baseline - self.wider
-            message = describe(_connections(opened, self.policy, self.listeners), self.policy, "this test opened")
+            message = describe(_connections(opened, self.policy), self.policy, "this test opened")
         try:
             result = yield
         except BaseException as exc:
