@@ -221,13 +221,40 @@ def hint(state: SocketState) -> str:
     return _GENERIC_HINT
 
 
-def describe(states: Iterable[SocketState], policy: Policy, whose: str) -> str | None:
-    """The failure message for the offending connections among ``states``, or None when all fit."""
-    lines = [
-        f"  {state.local} -> {state.remote}: {_has(state)} ({'; '.join(found)}); fix: {hint(state)}"
-        for state in states
-        if (found := shortfalls(state, policy))
-    ]
+#: A connection of the test and, when its other end is a socket of this process too, that socket.
+_Connection = tuple["SocketState", "SocketState | None"]
+
+
+def _offending(connections: Iterable[_Connection], policy: Policy) -> list[tuple[_Connection, list[str]]]:
+    """The connections that do not fit ``policy``, with what they lack.
+
+    When both ends of a connection are in this process and no listener tells which one was accepted (the server
+    closed its listener), the end whose peer fits the policy is taken for the server end and not reported, and a
+    pair where neither fits is reported once.
+    """
+    reported: list[tuple[_Connection, list[str]]] = []
+    seen: set[int] = set()
+    for state, peer in connections:
+        found = shortfalls(state, policy)
+        if not found:
+            continue
+        if peer is not None:
+            if not shortfalls(peer, policy) or peer.inode in seen:
+                continue
+            seen.add(state.inode)
+        reported.append(((state, peer), found))
+    return reported
+
+
+def describe(connections: Iterable[_Connection], policy: Policy, whose: str) -> str | None:
+    """The failure message for the offending ones among ``connections``, or None when all fit."""
+    lines = []
+    for (state, peer), found in _offending(connections, policy):
+        arrow = "->" if peer is None else "<->"
+        both = "" if peer is None else ", both ends in this process"
+        lines.append(
+            f"  {state.local} {arrow} {state.remote}: {_has(state)} ({'; '.join(found)}{both}); fix: {hint(state)}"
+        )
     if not lines:
         return None
     many = "s" if len(lines) > 1 else ""
@@ -241,12 +268,12 @@ def describe(states: Iterable[SocketState], policy: Policy, whose: str) -> str |
 # ----------------------------------------------------------------------------------------- the test's sockets
 
 
-def _connections(opened: set[int], policy: Policy) -> list[SocketState]:
+def _connections(opened: set[int], policy: Policy) -> list[_Connection]:
     """The client connections among the sockets ``opened`` that are still open, with their keepalive state.
 
     A connection whose local address is that of a listening socket of this process (now) was accepted by it, not
     opened by a client. Listeners seen earlier are not remembered: their ports go back to the ephemeral range and
-    may be a later client's local port.
+    may be a later client's local port. Each connection comes with its other end when that is in this process.
     """
     if not opened:
         return []
@@ -254,14 +281,13 @@ def _connections(opened: set[int], policy: Policy) -> list[SocketState]:
 
     states = keepalive.audit(policy)
     listeners = {address for state in states if state.state == "LISTEN" for address in (state.local, _wildcard(state))}
-    return [
-        state
+    # Connections of this process not accepted by one of its listeners: clients, or servers whose listener closed.
+    ends = {
+        (state.local, state.remote): state
         for state in states
-        if state.inode in opened
-        and state.state not in _NOT_CONNECTIONS
-        and state.local not in listeners
-        and _wildcard(state) not in listeners
-    ]
+        if state.state not in _NOT_CONNECTIONS and state.local not in listeners and _wildcard(state) not in listeners
+    }
+    return [(state, ends.get((state.remote, state.local))) for state in ends.values() if state.inode in opened]
 
 
 def _wildcard(state: SocketState) -> str:
@@ -274,7 +300,8 @@ class KeepaliveConnections:
 
     ``keepalive_connections()`` returns the :class:`keepalive.SocketState` of each client connection opened since
     the test started (under ``--keepalive-strict``: since its setup began; without it: since this fixture was set
-    up) that is still open, without those of wider-scoped fixtures, listeners and accepted connections.
+    up) that is still open, without those of wider-scoped fixtures, listeners and connections accepted by a
+    listener still open (both ends of a connection within the process whose listener closed are included).
     ``.policy`` is the policy ``--keepalive-strict`` holds them to; ``offending()`` lists those that do not fit it.
     """
 
@@ -284,11 +311,14 @@ class KeepaliveConnections:
         self.policy = policy
 
     def __call__(self) -> list[SocketState]:
-        return _connections(_socket_inodes() - self._baseline - self._wider, self.policy)
+        return [state for state, _ in self._connections()]
 
     def offending(self) -> list[SocketState]:
-        """The connections whose keepalive does not fit :attr:`policy`."""
-        return [state for state in self() if shortfalls(state, self.policy)]
+        """The connections whose keepalive does not fit :attr:`policy`: those ``--keepalive-strict`` would report."""
+        return [state for (state, _), _ in _offending(self._connections(), self.policy)]
+
+    def _connections(self) -> list[_Connection]:
+        return _connections(_socket_inodes() - self._baseline - self._wider, self.policy)
 
 
 @pytest.fixture

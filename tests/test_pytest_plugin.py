@@ -86,7 +86,7 @@ def suite(pytester: pytest.Pytester) -> pytest.Pytester:
 
 def teardown_lines(result: pytest.RunResult) -> list[str]:
     """The plugin's per-connection lines in the output."""
-    return [line for line in result.outlines if re.match(r"\s+\S+:\d+ -> \S+:\d+: ", line)]
+    return [line for line in result.outlines if re.match(r"\s+\S+:\d+ <?-> \S+:\d+: ", line)]
 
 
 # ----------------------------------------------------------------------------------------------------- inert
@@ -199,6 +199,42 @@ def test_strict_fails_each_connection_without_fitting_keepalive_at_teardown(suit
     result.stdout.fnmatch_lines(
         ["*ERROR at teardown of test_bare_socket*", "keepalive-strict: 1 connection this test*"]
     )
+
+
+def test_both_ends_in_the_process_without_a_listener_count_as_one_connection(suite: pytest.Pytester) -> None:
+    """When the server closed its listener, the accepted end of a fitting client is not reported; a pair where
+    neither end has keepalive is reported once."""
+    suite.makepyfile(
+        """
+        import socket
+
+        import pytest
+
+        import keepalive
+
+        @pytest.fixture(params=["plain", "keepalive"])
+        def pair(request):
+            listener = socket.create_server(("127.0.0.1", 0))
+            connect = socket.create_connection if request.param == "plain" else keepalive.create_connection
+            client = connect(listener.getsockname())
+            server, _ = listener.accept()
+            listener.close()
+            yield client, server
+            client.close()
+            server.close()
+
+        def test_pair(pair):
+            pair[0].sendall(b"x")
+        """
+    )
+    result = suite.runpytest("--keepalive-strict", "-rE")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["ERROR *test_pair?plain?*"])
+    lines = teardown_lines(result)
+    assert len(lines) == 1
+    assert re.match(
+        r"\s+127\.0\.0\.1:\d+ <-> 127\.0\.0\.1:\d+: no keepalive \(SO_KEEPALIVE is off, both ends", lines[0]
+    ), lines[0]
 
 
 def test_ini_option_turns_the_check_on(suite: pytest.Pytester) -> None:
