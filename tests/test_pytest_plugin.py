@@ -237,6 +237,62 @@ def test_both_ends_in_the_process_without_a_listener_count_as_one_connection(sui
     ), lines[0]
 
 
+def test_a_connection_the_peer_closed_is_not_checked(suite: pytest.Pytester) -> None:
+    """A client whose server hung up (CLOSE_WAIT) holds no live connection: keepalive no longer matters for it."""
+    suite.makepyfile(
+        """
+        import socket
+        import time
+
+        from conftest import KEEP
+
+        def test_server_hung_up(server):
+            sock = socket.create_connection(server.address)
+            KEEP.append(sock)
+            while not server.accepted:
+                time.sleep(0.01)
+            server.accepted[0].close()
+            assert sock.recv(1) == b""  # the FIN arrived: CLOSE_WAIT on this side
+        """
+    )
+    suite.runpytest("--keepalive-strict").assert_outcomes(passed=1)
+
+
+def test_a_check_that_breaks_fails_the_test_and_still_tears_it_down(suite: pytest.Pytester) -> None:
+    """A test that patches what the check uses gets an error naming it; its fixtures are torn down as usual."""
+    suite.makepyfile(
+        """
+        import pytest
+
+        import keepalive
+
+        TORN_DOWN = []
+
+        @pytest.fixture
+        def resource():
+            yield
+            TORN_DOWN.append(True)
+
+        def test_patches_the_audit(resource, monkeypatch, server):
+            def broken(*args, **kwargs):
+                raise RuntimeError("audit patched away")
+
+            monkeypatch.setattr(keepalive, "audit", broken)
+            import socket
+            from conftest import KEEP
+            KEEP.append(socket.create_connection(server.address))
+
+        def test_after(resource):
+            assert TORN_DOWN == [True]
+        """
+    )
+    result = suite.runpytest("--keepalive-strict")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        ["keepalive-strict: could not check the connections this test opened (RuntimeError: audit patched away)*"]
+    )
+
+
 def test_ini_option_turns_the_check_on(suite: pytest.Pytester) -> None:
     """``keepalive_strict = true`` in the ini file is the same as --keepalive-strict."""
     suite.makeini(INI + "keepalive_strict = true\n")
@@ -399,7 +455,7 @@ def test_unrelated():
 def test_a_wider_fixtures_connections_are_checked_at_its_teardown_not_in_the_tests(suite: pytest.Pytester) -> None:
     """The tests that use a module fixture pass; its connection fails the teardown of the fixture (last test)."""
     suite.makepyfile(WIDE)
-    result = suite.runpytest("--keepalive-strict", "-p", "no:randomly")
+    result = suite.runpytest("--keepalive-strict")
     result.assert_outcomes(passed=3, errors=1)
     result.stdout.fnmatch_lines(
         [
