@@ -608,7 +608,7 @@ async def test_uses_module_stream(module_stream):
 def test_pytest_asyncio_streams_and_async_fixtures(suite: pytest.Pytester) -> None:
     """asyncio streams are checked; a module-scoped async fixture's stream fails its own teardown, not the test."""
     suite.makepyfile(ASYNCIO)
-    result = suite.runpytest("--keepalive-strict", "-p", "no:anyio")
+    result = suite.runpytest("--keepalive-strict")
     result.assert_outcomes(passed=3, errors=2)
     result.stdout.fnmatch_lines(
         [
@@ -685,7 +685,7 @@ async def test_keepalive_stream(server):
 def test_pytest_trio_streams(suite: pytest.Pytester) -> None:
     """pytest-trio: a trio stream the test leaves open is checked like any other connection."""
     suite.makepyfile(TRIO)
-    result = suite.runpytest("--keepalive-strict", "-rE", "-p", "no:anyio")
+    result = suite.runpytest("--keepalive-strict", "-rE")
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["ERROR *test_plain_stream*"])
 
