@@ -133,11 +133,11 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     enabled = bool(config.getoption("keepalive_strict") or config.getini("keepalive_strict"))
     given = _policy_spec(config)
-    policy = None
-    if given is not None:
-        policy = _parse_policy(*given)
+    policy = None if given is None else _parse_policy(*given)
     if not enabled:
         return
+    if policy is None:
+        policy = _default_policy()
     if not proc_available():
         config.stash[_unavailable_key] = (
             f"keepalive: --keepalive-strict is unavailable on {sys.platform} (it needs Linux's /proc); "
@@ -155,6 +155,18 @@ def _parse_policy(where: str, spec: str) -> Policy:
         return Policy.parse(spec)
     except (InvalidPolicy, ValueError) as exc:
         raise pytest.UsageError(f"{where} {spec!r} is not a keepalive policy: {exc}") from None
+
+
+def _default_policy() -> Policy:
+    """The process default policy, resolved before any test changes the environment."""
+    from keepalive import InvalidPolicy, default_policy
+
+    try:
+        return default_policy()
+    except InvalidPolicy as exc:
+        raise pytest.UsageError(
+            f"--keepalive-strict: the default policy is broken: {exc}; fix the environment or give --keepalive-policy"
+        ) from None
 
 
 _unavailable_key = pytest.StashKey[str]()
@@ -206,6 +218,8 @@ def shortfalls(state: SocketState, policy: Policy) -> list[str]:
 
 
 def _has(state: SocketState) -> str:
+    if state.keepalive is None:
+        return "keepalive unreadable"
     if not state.keepalive:
         return "no keepalive"
     timeout = f"{state.user_timeout:g} s" if state.user_timeout else "off"
@@ -332,12 +346,7 @@ def keepalive_connections(request: pytest.FixtureRequest) -> KeepaliveConnection
         baseline = strict.baselines.get(request.node.nodeid)
         return KeepaliveConnections(_socket_inodes() if baseline is None else baseline, strict.policy, strict.wider)
     given = _policy_spec(request.config)
-    if given is not None:
-        policy = _parse_policy(*given)
-    else:
-        import keepalive
-
-        policy = keepalive.default_policy()
+    policy = _default_policy() if given is None else _parse_policy(*given)
     return KeepaliveConnections(_socket_inodes(), policy, set())
 
 
@@ -347,23 +356,12 @@ def keepalive_connections(request: pytest.FixtureRequest) -> KeepaliveConnection
 class _Strict:
     """The hooks of ``--keepalive-strict``, registered only when it is on."""
 
-    def __init__(self, policy: Policy | None, exempt_fixtures: frozenset[str]) -> None:
-        self._policy = policy
+    def __init__(self, policy: Policy, exempt_fixtures: frozenset[str]) -> None:
+        self.policy = policy
         self.exempt_fixtures = exempt_fixtures
         self.baselines: dict[str, set[int]] = {}
         #: sockets opened by wider-scoped fixtures: never a single test's.
         self.wider: set[int] = set()
-
-    @property
-    def policy(self) -> Policy:
-        if self._policy is None:
-            import keepalive
-
-            self._policy = keepalive.default_policy()
-        return self._policy
-
-    def pytest_sessionstart(self) -> None:
-        self.policy  # noqa: B018 - resolve the default policy before any test changes the environment
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, object, object]:

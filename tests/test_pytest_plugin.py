@@ -361,6 +361,29 @@ def test_unparsable_ini_policy_is_a_usage_error_naming_it(suite: pytest.Pytester
     result.stderr.fnmatch_lines(["*ini keepalive_policy 'idle=sixty' is not a keepalive policy*"])
 
 
+def test_a_broken_keepalive_environment_is_a_usage_error(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --keepalive-policy the default policy is the yardstick; a malformed KEEPALIVE_* variable is named."""
+    monkeypatch.setenv("KEEPALIVE_IDLE", "sixty")
+    suite.makepyfile("def test_nothing():\n    pass\n")
+    result = suite.runpytest("--keepalive-strict")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*the default policy is broken: KEEPALIVE_IDLE='sixty'*"])
+    suite.runpytest("--keepalive-strict", "--keepalive-policy", "60,10,5").assert_outcomes(passed=1)
+
+
+def test_the_environment_sets_the_default_policy(suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """KEEPALIVE_* variables make the default policy, as for the code under test (docs/policy.md)."""
+    monkeypatch.setenv("KEEPALIVE_IDLE", "20")
+    monkeypatch.setenv("KEEPALIVE_INTERVAL", "5")
+    monkeypatch.setenv("KEEPALIVE_COUNT", "3")
+    suite.makepyfile(SYNC)
+    result = suite.runpytest("--keepalive-strict")
+    result.assert_outcomes(passed=6, errors=2)  # keepalive.create_connection() follows the same environment
+    result.stdout.fnmatch_lines(["keepalive: --keepalive-strict, policy Policy(idle=20, interval=5, count=3*"])
+
+
 def test_a_failed_setup_is_not_also_checked(suite: pytest.Pytester) -> None:
     """A test whose setup fails or skips after opening a connection gets only its own error or skip."""
     suite.makepyfile(
