@@ -188,7 +188,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 # ------------------------------------------------------------------------------------------------ judging
 
 
-def shortfalls(state: SocketState, policy: Policy) -> list[str]:
+def _shortfalls(state: SocketState, policy: Policy) -> list[str]:
     """What keeps ``state`` from fitting ``policy``; empty when it fits.
 
     Fits: SO_KEEPALIVE on; idle, interval and count no larger than the policy's; when the policy sets a user
@@ -226,7 +226,7 @@ def _has(state: SocketState) -> str:
     return f"keepalive idle {state.idle} s, interval {state.interval} s, count {state.count}, user timeout {timeout}"
 
 
-def hint(state: SocketState) -> str:
+def _hint(state: SocketState) -> str:
     """The fix for one connection: the adapter of the client that usually talks to its server's port."""
     port = int(state.remote.rpartition(":")[2] or 0)
     if port in _HINTS:
@@ -250,25 +250,25 @@ def _offending(connections: Iterable[_Connection], policy: Policy) -> list[tuple
     reported: list[tuple[_Connection, list[str]]] = []
     seen: set[int] = set()
     for state, peer in connections:
-        found = shortfalls(state, policy)
+        found = _shortfalls(state, policy)
         if not found:
             continue
         if peer is not None:
-            if not shortfalls(peer, policy) or peer.inode in seen:
+            if not _shortfalls(peer, policy) or peer.inode in seen:
                 continue
             seen.add(state.inode)
         reported.append(((state, peer), found))
     return reported
 
 
-def describe(connections: Iterable[_Connection], policy: Policy, whose: str) -> str | None:
+def _describe(connections: Iterable[_Connection], policy: Policy, whose: str) -> str | None:
     """The failure message for the offending ones among ``connections``, or None when all fit."""
     lines = []
     for (state, peer), found in _offending(connections, policy):
         arrow = "->" if peer is None else "<->"
         both = "" if peer is None else ", both ends in this process"
         lines.append(
-            f"  {state.local} {arrow} {state.remote}: {_has(state)} ({'; '.join(found)}{both}); fix: {hint(state)}"
+            f"  {state.local} {arrow} {state.remote}: {_has(state)} ({'; '.join(found)}{both}); fix: {_hint(state)}"
         )
     if not lines:
         return None
@@ -395,7 +395,7 @@ class _Strict:
         audit uses must not keep the fixtures from being torn down, so the error becomes the message.
         """
         try:
-            return describe(_connections(opened(), self.policy), self.policy, whose)
+            return _describe(_connections(opened(), self.policy), self.policy, whose)
         except Exception as exc:
             return (
                 f"keepalive-strict: could not check the connections {whose} ({type(exc).__name__}: {exc}); if it "
