@@ -236,40 +236,13 @@ def _hint(state: SocketState) -> str:
     return _GENERIC_HINT
 
 
-#: A connection of the test and, when its other end is a socket of this process too, that socket.
-_Connection = tuple["SocketState", "SocketState | None"]
-
-
-def _offending(connections: Iterable[_Connection], policy: Policy) -> list[tuple[_Connection, list[str]]]:
-    """The connections that do not fit ``policy``, with what they lack.
-
-    When both ends of a connection are in this process and no listener tells which one was accepted (the server
-    closed its listener), the end whose peer fits the policy is taken for the server end and not reported, and a
-    pair where neither fits is reported once.
-    """
-    reported: list[tuple[_Connection, list[str]]] = []
-    seen: set[int] = set()
-    for state, peer in connections:
-        found = _shortfalls(state, policy)
-        if not found:
-            continue
-        if peer is not None:
-            if not _shortfalls(peer, policy) or peer.inode in seen:
-                continue
-            seen.add(state.inode)
-        reported.append(((state, peer), found))
-    return reported
-
-
-def _describe(connections: Iterable[_Connection], policy: Policy, whose: str) -> str | None:
-    """The failure message for the offending ones among ``connections``, or None when all fit."""
-    lines = []
-    for (state, peer), found in _offending(connections, policy):
-        arrow = "->" if peer is None else "<->"
-        both = "" if peer is None else ", both ends in this process"
-        lines.append(
-            f"  {state.local} {arrow} {state.remote}: {_has(state)} ({'; '.join(found)}{both}); fix: {_hint(state)}"
-        )
+def _describe(states: Iterable[SocketState], policy: Policy, whose: str) -> str | None:
+    """The failure message for the ones among ``states`` that do not fit ``policy``, or None when all fit."""
+    lines = [
+        f"  {state.local} -> {state.remote}: {_has(state)} ({'; '.join(found)}); fix: {_hint(state)}"
+        for state in states
+        if (found := _shortfalls(state, policy))
+    ]
     if not lines:
         return None
     many = "s" if len(lines) > 1 else ""
@@ -283,12 +256,14 @@ def _describe(connections: Iterable[_Connection], policy: Policy, whose: str) ->
 # ----------------------------------------------------------------------------------------- the test's sockets
 
 
-def _connections(opened: set[int], policy: Policy) -> list[_Connection]:
+def _connections(opened: set[int], policy: Policy) -> list[SocketState]:
     """The client connections among the sockets ``opened`` that are still open, with their keepalive state.
 
-    A connection whose local address is that of a listening socket of this process (now) was accepted by it, not
-    opened by a client. Listeners seen earlier are not remembered: their ports go back to the ephemeral range and
-    may be a later client's local port. Each connection comes with its other end when that is in this process.
+    Left out: a connection whose local address is that of a listening socket of this process (now): it was
+    accepted, not opened by a client; and one whose other end is a socket of this process too: a loopback pair
+    inside the process (a library's wake-up pair made over TCP, like pika's, or a fake server whose listener is
+    closed already), which crosses no network. Listeners seen earlier are not remembered: their ports go back to
+    the ephemeral range and may be a later client's local port.
     """
     if not opened:
         return []
@@ -296,13 +271,12 @@ def _connections(opened: set[int], policy: Policy) -> list[_Connection]:
 
     states = keepalive.audit(policy)
     listeners = {address for state in states if state.state == "LISTEN" for address in (state.local, _wildcard(state))}
-    # Connections of this process not accepted by one of its listeners: clients, or servers whose listener closed.
     ends = {
         (state.local, state.remote): state
         for state in states
         if state.state in _OPEN and state.local not in listeners and _wildcard(state) not in listeners
     }
-    return [(state, ends.get((state.remote, state.local))) for state in ends.values() if state.inode in opened]
+    return [state for state in ends.values() if state.inode in opened and (state.remote, state.local) not in ends]
 
 
 def _wildcard(state: SocketState) -> str:
@@ -315,8 +289,8 @@ class KeepaliveConnections:
 
     ``keepalive_connections()`` returns the :class:`keepalive.SocketState` of each client connection opened since
     the test started (under ``--keepalive-strict``: since its setup began; without it: since this fixture was set
-    up) that is still open, without those of wider-scoped fixtures, listeners and connections accepted by a
-    listener still open (both ends of a connection within the process whose listener closed are included).
+    up) that is still open, without those of wider-scoped fixtures, listeners, connections accepted by a listener
+    of the process and loopback pairs within the process.
     ``.policy`` is the policy ``--keepalive-strict`` holds them to; ``offending()`` lists those that do not fit it.
     """
 
@@ -326,14 +300,11 @@ class KeepaliveConnections:
         self.policy = policy
 
     def __call__(self) -> list[SocketState]:
-        return [state for state, _ in self._connections()]
+        return _connections(_socket_inodes() - self._baseline - self._wider, self.policy)
 
     def offending(self) -> list[SocketState]:
-        """The connections whose keepalive does not fit :attr:`policy`: those ``--keepalive-strict`` would report."""
-        return [state for (state, _), _ in _offending(self._connections(), self.policy)]
-
-    def _connections(self) -> list[_Connection]:
-        return _connections(_socket_inodes() - self._baseline - self._wider, self.policy)
+        """The connections whose keepalive does not fit :attr:`policy`: those ``--keepalive-strict`` reports."""
+        return [state for state in self() if _shortfalls(state, self.policy)]
 
 
 @pytest.fixture
