@@ -9,7 +9,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +20,7 @@ import pytest
 import keepalive
 from keepalive import Policy, _install
 from tests.helpers import LINUX, expected_options, require_service
+from tests.reach_support import accepting_listener
 
 pytestmark = pytest.mark.skipif(not LINUX or not os.path.exists("/proc/self/net/tcp"), reason="needs Linux /proc")
 
@@ -96,30 +96,8 @@ def eventually(
 @pytest.fixture
 def listener() -> Iterator[tuple[str, int]]:
     """A loopback server that accepts and holds every connection, answering nothing (pymongo waits for hello)."""
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(0.2)
-    stop = threading.Event()
-    held: list[socket.socket] = []
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield server.getsockname()[:2]
-    finally:
-        stop.set()
-        thread.join()
-        server.close()
-        for conn in held:
-            conn.close()
+    with accepting_listener() as address:
+        yield address
 
 
 @pytest.fixture

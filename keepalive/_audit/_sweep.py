@@ -205,7 +205,8 @@ def tighten_round(pid: int | None, policy: Policy, known: set[int], *, origin: s
             result.gone = True
             return result
         except PermissionError as exc:
-            result.unreachable = f"cannot list its descriptors ({exc.strerror})"
+            why = f"{exc.strerror}: another user, or a process that is not dumpable"
+            result.unreachable = f"cannot read its descriptors in /proc ({why})"
             return result
         known.intersection_update(fds.values())
         for fd, inode in sorted(fds.items()):

@@ -101,14 +101,17 @@ def _read_tables(proc: str, inodes: Container[int] | None = None) -> dict[int, _
 def _socket_fds(proc: str) -> dict[int, int]:
     """fd -> socket inode for every socket descriptor under ``<proc>/fd``.
 
-    Descriptors that close while being listed are skipped. Raises PermissionError when the directory is not
-    readable and FileNotFoundError / ProcessLookupError when the process is gone.
+    Descriptors that close while being listed are skipped. Raises PermissionError when the directory or its links
+    are not readable (another user; a process that made itself not dumpable) and FileNotFoundError /
+    ProcessLookupError when the process is gone.
     """
     found: dict[int, int] = {}
     with os.scandir(f"{proc}/fd") as entries:
         for entry in entries:
             try:
                 target = os.readlink(entry.path)
+            except PermissionError:  # a process that is not dumpable (prctl, set-uid): its links are hidden too
+                raise
             except OSError:  # closed meanwhile (ENOENT), or the process is exiting (ESRCH)
                 continue
             if target.startswith("socket:[") and target.endswith("]"):
