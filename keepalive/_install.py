@@ -286,6 +286,7 @@ class _Sweeper:
         self._stop.set()
 
     def _loop(self, stop: threading.Event) -> None:
+        _block_signals()
         while not stop.wait(self.interval):
             if _enabled and sys.platform.startswith("linux"):
                 self.sweep_now()
@@ -306,6 +307,17 @@ class _Sweeper:
                 log.exception("keepalive sweep round failed; it will keep trying")
             else:
                 log.debug("keepalive sweep round failed", exc_info=True)
+
+
+def _block_signals() -> None:
+    """Keep process-directed signals off this thread: they belong to the program's main thread (and to
+    ``keepalive run``'s signal forwarding, which waits for them there)."""
+    try:
+        import signal
+
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    except (ImportError, AttributeError, OSError, ValueError):  # pragma: no cover - no pthread_sigmask (Windows)
+        pass
 
 
 _sweeper: _Sweeper | None = None

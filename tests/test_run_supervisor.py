@@ -174,9 +174,13 @@ HANDLES_TERM = (
     [([sys.executable, "-S", "-c", HANDLES_TERM], 42), (["sh", "-c", "echo ready; exec sleep 60"], 128 + 15)],
     ids=["handled-exit-42", "killed-143"],
 )
-def test_sigterm_reaches_the_child_and_its_status_comes_back(program: list[str], status: int) -> None:
-    """SIGTERM to keepalive run is forwarded; the exit status is the child's, or 128+15 when it was killed."""
-    with subprocess.Popen(keepalive_run("--", *program), env=env(), stdout=subprocess.PIPE, text=True) as proc:
+@pytest.mark.parametrize("auto", ["0", "1"], ids=["plain", "supervisor-itself-under-KEEPALIVE_AUTO"])
+def test_sigterm_reaches_the_child_and_its_status_comes_back(program: list[str], status: int, auto: str) -> None:
+    """SIGTERM to keepalive run is forwarded; the exit status is the child's, or 128+15 when it was killed. Also
+    when keepalive run's own interpreter has the sweep thread running (KEEPALIVE_AUTO=1 inherited): that thread
+    blocks signals, so they still reach the forwarding loop instead of killing the supervisor."""
+    environ = env(KEEPALIVE_AUTO=auto, KEEPALIVE_SWEEP="0.05")
+    with subprocess.Popen(keepalive_run("--", *program), env=environ, stdout=subprocess.PIPE, text=True) as proc:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"
         proc.send_signal(signal.SIGTERM)
