@@ -259,3 +259,41 @@ def test_the_sweep_thread_does_not_import_the_engine_before_its_first_round() ->
         [sys.executable, "-c", code], env=child_env(), capture_output=True, text=True, check=True, cwd=ROOT
     ).stdout
     assert out.strip() == "['keepalive._tighten']"
+
+
+def test_a_descriptor_closed_or_reused_mid_round_is_skipped_without_error(
+    listener: tuple[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between listing /proc/self/fd and duplicating: one connection closes, another's number is reused by a fresh
+    unconnected socket. The round neither raises nor reports them, nor touches the newcomer (not connected yet: its
+    owner may still set its own options); the rest is reached."""
+    import keepalive._audit._sweep as engine
+
+    closing = socket.create_connection(listener)
+    reused = socket.create_connection(listener)
+    staying = socket.create_connection(listener)
+    reused_fd = reused.fileno()
+    newcomer = socket.socket()
+    real = engine._socket_fds
+
+    def list_then_change(proc: str) -> dict[int, int]:
+        found = real(proc)
+        closing.close()
+        reused.close()
+        os.dup2(newcomer.fileno(), reused_fd)
+        return found
+
+    monkeypatch.setattr(engine, "_socket_fds", list_then_change)
+    try:
+        result = engine.tighten_round(None, POLICY, set(), origin="test")
+        assert result.unreachable is None
+        assert not result.gone
+        assert {r.fd for r in result.reached} >= {staying.fileno()}
+        assert reused_fd not in {r.fd for r in result.reached}
+        assert newcomer.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
+        with socket.socket(fileno=os.dup(reused_fd)) as dup:
+            assert dup.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
+    finally:
+        os.close(reused_fd)
+        newcomer.close()
+        staying.close()

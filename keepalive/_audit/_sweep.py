@@ -190,8 +190,9 @@ def tighten_round(pid: int | None, policy: Policy, known: set[int], *, origin: s
 
     ``known`` holds the inodes of sockets handled in earlier rounds: they are skipped (a descriptor listing and a
     set lookup each), new ones are tightened and added, and inodes no longer open are forgotten. Listening
-    sockets are left alone. Descriptors that close and processes that exit during the round are skipped without
-    error. Each change is logged once per distinct (origin, values) at INFO (:func:`log_tightened`).
+    sockets are left alone, and sockets not connected yet are left for a later round (their owner may still be
+    setting its own options before connect). Descriptors that close and processes that exit during the round are
+    skipped without error. Each change is logged once per distinct (origin, values) at INFO (:func:`log_tightened`).
     """
     result = Round()
     own = pid is None or pid == os.getpid()
@@ -251,7 +252,8 @@ class Found(NamedTuple):
 
 def _tighten_one(found: Found, dup: int, policy: Policy, origin: str) -> Reached | bool | None:
     """Tighten the socket behind ``dup`` (closed here): a :class:`Reached`; False for what is not a connection
-    (UDP, AF_UNIX, a listener: remembered and skipped from now on); None when it is gone meanwhile."""
+    (UDP, AF_UNIX, a listener: remembered and skipped from now on); None when it is gone meanwhile or not
+    connected yet (looked at again next round)."""
     pid, fd, inode = found
     try:
         if not _same_socket(dup, inode):
@@ -265,6 +267,8 @@ def _tighten_one(found: Found, dup: int, policy: Policy, origin: str) -> Reached
             row = _describe(sock, inode)
             if row is None or row.state == "LISTEN":
                 return False
+            if row.state == "CLOSE":  # not connected yet: its owner may still set its own options; look again later
+                return None
             tightened = tighten(sock, policy)
             log_tightened(origin, tightened)
             return Reached(pid=pid, fd=fd, local=row.local, remote=row.remote, result=tightened)
