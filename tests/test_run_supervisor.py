@@ -272,3 +272,21 @@ def test_a_process_that_forbids_pidfd_getfd_is_named_once_on_stderr(tmp_path: Pa
     assert len(lines) == 1, proc.stderr
     assert "not dumpable" in lines[0]
     assert "CAP_SYS_PTRACE" in lines[0]
+
+
+def test_without_pidfd_support_it_says_so_once_and_still_runs_the_program() -> None:
+    """No os.pidfd_open (an old Python or kernel): one line says non-Python programs are not reached; the program
+    runs under supervision and its status comes back."""
+    code = (
+        "import os, sys; del os.pidfd_open\n"
+        "from keepalive._cli import main\n"
+        "sys.exit(main(['run', '--', 'sh', '-c', 'exit 3']))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env(), capture_output=True, text=True, timeout=60, check=False, cwd=ROOT
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "keepalive run: this Python has no os.pidfd_open: the connections of non-Python programs are not reached; "
+        "Python ones still are"
+    ]
