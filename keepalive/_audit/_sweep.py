@@ -1,14 +1,16 @@
-"""The sweep engine: walk a process's TCP sockets through duplicates of their descriptors, judge each, and
-let a visitor act on it (report, apply, tighten)."""
+"""The sweep engine: walk a process's TCP sockets through duplicates of their descriptors (:func:`_sockets`).
+
+One engine for every user: :func:`keepalive.audit` (this process and others), the background audit
+(``_own`` with a visitor that reports or fixes), and the tighten-only rounds of ``install()``'s sweep and
+``keepalive run``'s supervisor (:func:`tighten_round`)."""
 
 from __future__ import annotations
 
 import errno
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from keepalive._audit._access import _alive, _describe, _Getfd, _ProcessGone, _read_options, _same_socket
 from keepalive._audit._tables import _read_tables, _Row, _socket_fds
@@ -20,51 +22,61 @@ from keepalive._tighten import Tightened, log_tightened, tighten
 _Visitor = Callable[[SocketState, socket.socket], None]
 
 
+def _sockets(
+    pid: int, fds: dict[int, int], getfd: _Getfd | None, skip: Container[int] = ()
+) -> Iterator[tuple[int, int, socket.socket | None, _Row | None]]:
+    """The engine: each socket descriptor of process ``pid`` (``fds``: fd -> inode, as listed), through a borrowed
+    duplicate (``os.dup`` when ``getfd`` is None: this process; else ``pidfd_getfd``), in descriptor order.
+
+    Yields ``(fd, inode, sock, row)``: ``sock`` is the borrowed duplicate, open until the next item; ``row`` its
+    address and TCP state, None when it is not a TCP/IP socket. ``sock`` is None (and ``row`` too) for a
+    descriptor that could not be duplicated (``getfd.error`` says why). Descriptors that close, or whose number
+    is reused by another socket, meanwhile are skipped, as are inodes in ``skip``. Raises _ProcessGone.
+    """
+    for fd, inode in sorted(fds.items()):
+        if inode in skip:
+            continue
+        if getfd is None:
+            try:
+                dup: int | None = os.dup(fd)
+            except OSError:  # closed meanwhile
+                continue
+        else:
+            dup = getfd.get(fd)
+        if dup is None:
+            if getfd is not None and getfd.error is not None:
+                yield fd, inode, None, None
+            continue  # closed meanwhile
+        sock = _borrow(dup, inode)
+        if sock is None:  # closed and the number reused meanwhile
+            continue
+        with sock:
+            yield fd, inode, sock, _describe(sock, inode)
+
+
+def _borrow(dup: int, inode: int) -> socket.socket | None:
+    """A socket object owning ``dup`` if ``dup`` is still the socket ``inode``; else ``dup`` is closed: None."""
+    try:
+        if _same_socket(dup, inode):
+            return borrow_socket(dup)
+    except OSError:
+        pass
+    os.close(dup)
+    return None
+
+
 def _own(policy: Policy, path_timeout: float | None, visit: _Visitor | None = None) -> list[SocketState]:
     """This process's sockets; ``visit(state, sock)`` is called with a borrowed duplicate before it closes."""
     pid = os.getpid()
     states: list[SocketState] = []
-    for fd, inode in sorted(_socket_fds("/proc/self").items()):
-        try:
-            dup = os.dup(fd)
-        except OSError:  # closed meanwhile
+    for fd, _inode, sock, row in _sockets(pid, _socket_fds("/proc/self"), None):
+        if sock is None or row is None:  # UDP, AF_UNIX, netlink, ...
             continue
-        state = _inspect(pid, fd, inode, dup, policy=policy, path_timeout=path_timeout, visit=visit)
-        if state is not None:
-            states.append(state)
+        state = _state(pid, fd, row, options=_read_options(sock), path_timeout=path_timeout, policy=policy)
+        if visit is not None:
+            visit(state, sock)
+        states.append(state)
     return states
-
-
-def _inspect(
-    pid: int,
-    fd: int,
-    inode: int,
-    dup: int,
-    *,
-    policy: Policy,
-    path_timeout: float | None,
-    visit: _Visitor | None = None,
-) -> SocketState | None:
-    """The state of the socket behind ``dup`` (a descriptor of this process, closed here); None: not TCP/IP."""
-    try:
-        if not _same_socket(dup, inode):  # closed and the number reused meanwhile
-            return None
-        try:
-            sock = borrow_socket(dup)
-        except OSError:
-            return None
-        dup = -1  # the socket object owns it now
-        with sock:
-            row = _describe(sock, inode)
-            if row is None:  # UDP, AF_UNIX, netlink, ...
-                return None
-            state = _state(pid, fd, row, options=_read_options(sock), path_timeout=path_timeout, policy=policy)
-            if visit is not None:
-                visit(state, sock)
-            return state
-    finally:
-        if dup >= 0:
-            os.close(dup)
 
 
 def _other(pid: int, policy: Policy, path_timeout: float | None) -> list[SocketState]:
@@ -78,23 +90,21 @@ def _other(pid: int, policy: Policy, path_timeout: float | None) -> list[SocketS
                 raise _ProcessGone from None
             states: list[SocketState] = []
             rows: dict[int, _Row] | None = None
-            for fd, inode in sorted(fds.items()):
-                dup = getfd.get(fd)
-                if dup is not None:
-                    state = _inspect(pid, fd, inode, dup, policy=policy, path_timeout=path_timeout)
-                    if state is not None:
-                        states.append(state)
+            for fd, inode, sock, row in _sockets(pid, fds, getfd):
+                if sock is not None:
+                    if row is not None:
+                        options = _read_options(sock)
+                        states.append(_state(pid, fd, row, options=options, path_timeout=path_timeout, policy=policy))
                     continue
-                if getfd.error is None:  # closed meanwhile
-                    continue
-                if rows is None:
+                if rows is None:  # pidfd_getfd refused: the kernel's keepalive timer is all there is
                     try:
                         rows = _read_tables(proc, set(fds.values()))
                     except (FileNotFoundError, ProcessLookupError):
                         raise _ProcessGone from None
-                row = rows.get(inode)
-                if row is not None:
-                    states.append(_timer_state(pid, fd, row, getfd.error, policy=policy, path_timeout=path_timeout))
+                timer_row = rows.get(inode)
+                if timer_row is not None:
+                    why = getfd.error or "pidfd_getfd failed"
+                    states.append(_timer_state(pid, fd, timer_row, why, policy=policy, path_timeout=path_timeout))
             if getfd.pidfd is not None and not _alive(getfd.pidfd):
                 raise _ProcessGone
             return states
@@ -210,68 +220,24 @@ def tighten_round(pid: int | None, policy: Policy, known: set[int], *, origin: s
             result.unreachable = f"cannot read its descriptors in /proc ({why})"
             return result
         known.intersection_update(fds.values())
-        for fd, inode in sorted(fds.items()):
-            if inode in known:
-                continue
-            if own:
-                try:
-                    dup: int | None = os.dup(fd)
-                except OSError:
-                    continue
-            else:
-                if getfd is None:
-                    getfd = _Getfd(number)
-                dup = getfd.get(fd)
-                if dup is None:
-                    if getfd.error is not None:
-                        result.unreachable = getfd.error
-                        return result
-                    continue  # closed meanwhile
-            if dup is None:
-                continue
-            outcome = _tighten_one(Found(number, fd, inode), dup, policy, origin)
-            if outcome is not None:
+        if not own:
+            getfd = _Getfd(number)
+        for fd, inode, sock, row in _sockets(number, fds, getfd, skip=known):
+            if sock is None:
+                result.unreachable = getfd.error if getfd is not None else None
+                break
+            if row is None or row.state == "LISTEN":  # not a connection: never look at it again
                 known.add(inode)
-                if isinstance(outcome, Reached):
-                    result.reached.append(outcome)
+                continue
+            if row.state == "CLOSE":  # not connected yet: its owner may still set its own options; look again later
+                continue
+            tightened = tighten(sock, policy)
+            log_tightened(origin, tightened)
+            known.add(inode)
+            result.reached.append(Reached(pid=number, fd=fd, local=row.local, remote=row.remote, result=tightened))
     except _ProcessGone:
         result.gone = True
     finally:
         if getfd is not None:
             getfd.close()
     return result
-
-
-class Found(NamedTuple):
-    """A socket descriptor found in a process: where it is and which socket it was when listed."""
-
-    pid: int
-    fd: int
-    inode: int
-
-
-def _tighten_one(found: Found, dup: int, policy: Policy, origin: str) -> Reached | bool | None:
-    """Tighten the socket behind ``dup`` (closed here): a :class:`Reached`; False for what is not a connection
-    (UDP, AF_UNIX, a listener: remembered and skipped from now on); None when it is gone meanwhile or not
-    connected yet (looked at again next round)."""
-    pid, fd, inode = found
-    try:
-        if not _same_socket(dup, inode):
-            return None
-        try:
-            sock = borrow_socket(dup)
-        except OSError:
-            return None
-        dup = -1
-        with sock:
-            row = _describe(sock, inode)
-            if row is None or row.state == "LISTEN":
-                return False
-            if row.state == "CLOSE":  # not connected yet: its owner may still set its own options; look again later
-                return None
-            tightened = tighten(sock, policy)
-            log_tightened(origin, tightened)
-            return Reached(pid=pid, fd=fd, local=row.local, remote=row.remote, result=tightened)
-    finally:
-        if dup >= 0:
-            os.close(dup)
