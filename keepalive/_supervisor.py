@@ -135,6 +135,17 @@ class _Sweeps:
         self.verbose = verbose
         self.known: dict[int, set[int]] = {}
         self.reported: set[int] = set()
+        self.failed = False
+
+    def safe_round(self) -> None:
+        """One round; an unexpected error is reported once and the supervision goes on (the child never loses
+        its parent to a bug in the sweep)."""
+        try:
+            self.round()
+        except Exception as exc:
+            if not self.failed:
+                self.failed = True
+                self.say(f"a sweep round failed ({type(exc).__name__}: {exc}); supervision continues")
 
     def round(self) -> None:
         pids = descendants(os.getpid())
@@ -207,19 +218,26 @@ def _wait(child: int, waited: set[signal.Signals], sweeps: _Sweeps | None, inter
         info = signal.sigtimedwait(waited, interval if sweeps is not None else 3600.0)
         if info is None:
             if sweeps is not None:
-                sweeps.round()
+                sweeps.safe_round()
             continue
         if info.si_signo == signal.SIGCHLD:
             status = _reap(child)
             if status is not None:
                 return status
             continue
-        if info.si_code == _SI_KERNEL and os.getpgid(child) == os.getpgrp():
+        if info.si_code == _SI_KERNEL and _same_group(child):
             continue  # a terminal's signal to the foreground group: the child got it too
         try:
             os.kill(child, info.si_signo)
         except ProcessLookupError:
             pass
+
+
+def _same_group(child: int) -> bool:
+    try:
+        return os.getpgid(child) == os.getpgrp()
+    except OSError:
+        return False
 
 
 def _reap(child: int) -> int | None:

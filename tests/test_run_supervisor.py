@@ -290,3 +290,27 @@ def test_without_pidfd_support_it_says_so_once_and_still_runs_the_program() -> N
         "keepalive run: this Python has no os.pidfd_open: the connections of non-Python programs are not reached; "
         "Python ones still are"
     ]
+
+
+def test_a_failing_sweep_round_is_reported_once_and_supervision_goes_on() -> None:
+    """A bug in the sweep must not cost the child its parent: one line, then the child's status as usual."""
+    code = (
+        "import sys, keepalive._supervisor as s\n"
+        "def boom(*a, **k): raise RuntimeError('boom')\n"
+        "s.tighten_round = boom\n"
+        "from keepalive._cli import main\n"
+        "sys.exit(main(['run', '--', 'sh', '-c', 'sleep 0.5; exit 4']))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env(KEEPALIVE_SWEEP="0.05"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 4, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "keepalive run: a sweep round failed (RuntimeError: boom); supervision continues"
+    ]
