@@ -6,6 +6,7 @@ back from the test process with pidfd_getfd (keepalive.audit(pid=...))."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -94,6 +95,31 @@ def test_psql_under_keepalive_run_gets_the_policy() -> None:
     assert got == [expected_options(POLICY)], err
     assert proc.returncode == 0, err
     assert err == ""
+
+
+@pytest.mark.parametrize("program", ["curl", "node"])
+def test_curl_and_node_under_keepalive_run_get_the_policy(listener: tuple[str, int], program: str) -> None:
+    """Two more languages from Debian's packages: curl (its own 60/60/9 keepalive) and Node (keepalive off unless
+    the script calls setKeepAlive) both end at exactly 60/10/5 with the user timeout; both keep running."""
+    if shutil.which(program) is None:
+        pytest.skip(f"{program} is not installed (.ci/run installs it)")
+    host, port = listener
+    if program == "curl":
+        command = ["curl", "-s", "-m", "60", f"http://{host}:{port}/"]  # the server never answers: curl waits
+    else:
+        script = f"require('net').connect({port}, '{host}', () => console.log('ready')); setTimeout(() => {{}}, 60000)"
+        command = ["node", "-e", script]
+    with subprocess.Popen(keepalive_run("--policy", "60,10,5", "--", *command), env=env()) as proc:
+        try:
+            holder = wait_for(lambda: descendant_named(proc.pid, program))
+            assert isinstance(holder, int), f"{program} did not start"
+            got = eventually_within(holder, port, expected_options(POLICY))
+            assert got == [expected_options(POLICY)]
+            assert proc.poll() is None
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM
 
 
 @pytest.mark.parametrize(
