@@ -165,9 +165,10 @@ def test_verbose_lists_what_it_reached(listener: tuple[str, int]) -> None:
     assert f"-> 127.0.0.1:{listener[1]}: keepalive 120/10/9 -> 60/10/5, user timeout 110 s" in err
 
 
-def test_an_orphaned_grandchild_stays_in_the_tree_and_is_reached(listener: tuple[str, int]) -> None:
+def test_an_orphaned_grandchild_stays_in_the_tree_and_is_reached(listener: tuple[str, int], tmp_path: Path) -> None:
     """The child's child is orphaned at once (its parent exits): as a subreaper keepalive run adopts and sweeps it."""
-    holder_cmd = f"sleep 60 | {sys.executable} -S {CHILD} plain {listener[0]} {listener[1]} > /dev/null &"
+    log = tmp_path / "holder.err"
+    holder_cmd = f"sleep 60 | {sys.executable} -S {CHILD} plain {listener[0]} {listener[1]} > /dev/null 2> {log} &"
     script = f"({holder_cmd}) ; sleep 30"
     with subprocess.Popen(keepalive_run("--policy", "60,10,5", "--", "sh", "-c", script), env=env()) as proc:
         try:
@@ -175,7 +176,10 @@ def test_an_orphaned_grandchild_stays_in_the_tree_and_is_reached(listener: tuple
             assert isinstance(holder, int)
             parent = int(Path(f"/proc/{holder}/stat").read_text().rpartition(")")[2].split()[1])
             assert parent == proc.pid
-            got = eventually_within(holder, listener[1], expected_options(POLICY))
+            try:
+                got = eventually_within(holder, listener[1], expected_options(POLICY))
+            except ProcessLookupError:
+                pytest.fail(f"the orphaned holder exited; its stderr: {log.read_text()!r}")
             assert got == [expected_options(POLICY)]
         finally:
             for pid in descendants(proc.pid):
