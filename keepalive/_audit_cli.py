@@ -14,7 +14,8 @@ import os
 import sys
 from typing import TextIO
 
-from keepalive._audit import SocketState, _explain_path_timeout, _require_proc, audit
+from keepalive._audit import SocketState, audit
+from keepalive._audit._verdict import _explain_path_timeout, _require_proc
 from keepalive._exceptions import KeepaliveError
 from keepalive._policy import Policy, resolve_default_policy
 

@@ -8,7 +8,9 @@ start-up::
 so a process without the variable pays one dictionary lookup. With it, this module runs :func:`main`:
 ``KEEPALIVE_AUTO`` must be one of ``1/true/yes/on`` (install) or ``0/false/no/off`` (do nothing). The policy comes
 from the ``KEEPALIVE_*`` variables (or the process default); a broken one is reported in one line on standard
-error and the built-in policy is installed instead. Nothing here raises: the program always starts.
+error and the built-in policy is installed instead. ``KEEPALIVE_SWEEP`` sets the interval of the sweep that
+reaches connections made in C (seconds; 0 off; default 5); a broken value is reported the same way and the
+default used. Nothing here raises: the program always starts.
 """
 
 from __future__ import annotations
@@ -53,18 +55,24 @@ def main(environ: Mapping[str, str] | None = None) -> bool:
             return False
 
         from keepalive._exceptions import InvalidPolicy
-        from keepalive._install import install
+        from keepalive._install import DEFAULT_SWEEP_INTERVAL, ENV_SWEEP, install, parse_sweep
         from keepalive._policy import BUILTIN_POLICY, Policy
 
+        sweep = DEFAULT_SWEEP_INTERVAL
+        if ENV_SWEEP in env:
+            try:
+                sweep = parse_sweep(env[ENV_SWEEP])
+            except ValueError as exc:
+                _error(f"{exc}; sweeping every {DEFAULT_SWEEP_INTERVAL:g} s instead")
         try:
             Policy.from_env(env)
         except InvalidPolicy as exc:
             _error(f"{exc}; {ENV_AUTO} installs the built-in policy ({BUILTIN_POLICY}) instead")
-            install(BUILTIN_POLICY)
+            install(BUILTIN_POLICY, sweep=sweep)
             return True
         # None: the process default, resolved on the first connection (environment, then the checker's path
         # timeout, then the built-in policy), so that the runtime check runs then and not at start-up.
-        install(None)
+        install(None, sweep=sweep)
         return True
     except Exception as exc:  # a start-up hook must never stop the program
         _error(f"{ENV_AUTO}: process-wide keepalive is not installed: {type(exc).__name__}: {exc}")

@@ -9,15 +9,21 @@ without ``socket.socket.connect`` and get a wrapper of their own, put in place w
 (before or after :func:`install`): uvloop's ``Loop.create_connection`` (libuv connects in C; applied right after
 the connection is made) and asyncio's proactor loop (Windows' default; ``sock_connect`` uses ConnectEx).
 
-Per connect, the hook costs two C attribute reads (family and type: UDP and AF_UNIX sockets are skipped), one
-``getsockopt(SO_KEEPALIVE)`` and then :func:`keepalive.apply`'s setsockopt calls. It never breaks a connect: every
+Per connect, the hook costs two C attribute reads (family and type: UDP and AF_UNIX sockets are skipped), five
+getsockopt calls and one setsockopt per option it has to lower. It never breaks a connect: every
 error of the hook is logged at DEBUG on ``keepalive.install`` and the original ``connect`` runs regardless.
 
-Explicit configuration wins: a socket whose SO_KEEPALIVE is already on *and* whose idle time differs from this
-network namespace's default was configured by someone (an adapter's ``socket_options``, the client's own keepalive
-settings such as redis-py's, :func:`keepalive.create_connection`) and is left as it is. A socket with SO_KEEPALIVE
-on but the default idle time (a client that only switches keepalive on, leaving the kernel's 7200 s) gets the
-policy. Adapters that apply after ``connect()`` run later, so their policy wins there too.
+Tighten-only: the hook never loosens what a socket already has and always brings it within the policy
+(:func:`keepalive._tighten.tighten`): SO_KEEPALIVE on; idle, interval and count each the smaller of the socket's
+and the policy's; the policy's user timeout where the socket has none. A client's own tighter keepalive survives
+(redis-py's 30/5/3 under 60/10/5); a looser one (pymongo's 120/10/9, set before connect) is brought down.
+Adapters that apply after ``connect()`` run later, so their explicit policy wins there.
+
+Connections made in C (libpq, libmariadb, gRPC core, librdkafka) never call ``socket.socket.connect``: a light
+sweep of the process's own TCP sockets (a daemon thread, one round every ``KEEPALIVE_SWEEP`` seconds, default 5;
+``KEEPALIVE_SWEEP=0`` turns it off) tightens them the same way a few seconds after they connect. The thread
+starts with :func:`install`, sleeps until its first round, and only then imports the sweep engine
+(``keepalive._audit``), so start-up stays cheap; after ``os.fork()`` the child starts its own.
 """
 
 from __future__ import annotations
@@ -35,9 +41,9 @@ from typing import Any, Final
 
 from keepalive import _runtime
 from keepalive._log import get_logger
-from keepalive._platform import CURRENT
 from keepalive._policy import Policy
-from keepalive._socket import apply, borrow_socket
+from keepalive._socket import borrow_socket
+from keepalive._tighten import log_tightened, tighten
 
 __all__ = ["install", "installed_policy", "is_installed", "uninstall"]
 
@@ -46,16 +52,11 @@ log = get_logger("install")
 _PATCHED_NAMES: Final = ("connect", "connect_ex")
 _INET: Final = frozenset({socket.AF_INET, socket.AF_INET6})
 _SOCK_STREAM: Final = int(socket.SOCK_STREAM)
-_SOL_SOCKET: Final = CURRENT.sol_socket
-_SO_KEEPALIVE: Final = CURRENT.so_keepalive
-_IPPROTO_TCP: Final = CURRENT.ipproto_tcp
-_IDLE_OPT: Final = CURRENT.idle
 
 # C-level accessors: ``socket.socket.family`` / ``.type`` are Python properties that build enums (about 2 us
-# each); the C members cost about 0.1 us. getsockopt is looked up on the C type so that subclasses cannot hook it.
+# each); the C members cost about 0.1 us.
 _family: Final[Callable[[Any], int]] = _socket.socket.family.__get__
 _type: Final[Callable[[Any], int]] = _socket.socket.type.__get__
-_getsockopt: Final = _socket.socket.getsockopt
 
 _lock = threading.RLock()
 #: True between install() and uninstall(); the hooks read it without the lock.
@@ -64,8 +65,6 @@ _enabled = False
 _requested: Policy | None = None
 #: The policy the hooks apply, resolved on the first connection (None until then).
 _policy: Policy | None = None
-#: The idle time an unconfigured TCP socket reports here (the namespace's tcp_keepalive_time), or None.
-_default_idle: int | None = None
 #: True while this thread resolves the policy (a connection made by the runtime check itself is left alone).
 _resolving = False
 
@@ -76,10 +75,15 @@ _hooks: dict[str, Callable[..., Any]] = {}
 
 
 def _after_fork_in_child() -> None:
-    """A fork while another thread held the lock (or was resolving the policy) must not leave the child stuck."""
+    """A fork while another thread held the lock (or was resolving the policy) must not leave the child stuck.
+
+    The sweep thread does not exist in the child: start the child's own (its first round one interval later)."""
     global _lock, _resolving
     _lock = threading.RLock()
     _resolving = False
+    sweeper = _sweeper
+    if sweeper is not None and _enabled:
+        sweeper.start()
 
 
 if hasattr(os, "register_at_fork"):
@@ -88,7 +92,7 @@ if hasattr(os, "register_at_fork"):
 
 def _resolve_first() -> Policy | None:
     """Resolve the policy on the first connection: runs the once-per-process runtime check (keepalive._runtime)."""
-    global _policy, _default_idle, _resolving
+    global _policy, _resolving
     with _lock:
         if _policy is not None:
             return _policy
@@ -97,8 +101,6 @@ def _resolve_first() -> Policy | None:
         _resolving = True
         try:
             policy = _runtime.resolve(_requested)
-            if _default_idle is None:
-                _default_idle = _probe_default_idle()
         finally:
             _resolving = False
         if _enabled:
@@ -106,31 +108,8 @@ def _resolve_first() -> Policy | None:
         return policy
 
 
-def _probe_default_idle() -> int | None:
-    """The idle time a fresh, unconfigured TCP socket reports (Linux: net.ipv4.tcp_keepalive_time)."""
-    if _IDLE_OPT is None:
-        return None
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            return int(probe.getsockopt(_IPPROTO_TCP, _IDLE_OPT))
-    except OSError:
-        return None
-
-
-def _configured_elsewhere(sock: Any) -> bool:
-    """True when keepalive is on with a non-default idle time: someone chose these settings; leave them."""
-    if not _getsockopt(sock, _SOL_SOCKET, _SO_KEEPALIVE):
-        return False
-    if _IDLE_OPT is None or _default_idle is None:
-        return True  # no way to tell who set it: switching keepalive on is itself a choice
-    try:
-        return bool(_getsockopt(sock, _IPPROTO_TCP, _IDLE_OPT) != _default_idle)
-    except OSError:
-        return True
-
-
 def _prepare(sock: Any) -> None:
-    """Apply the installed policy to ``sock`` if it is an unconfigured TCP socket. Never raises."""
+    """Bring a TCP socket within the installed policy, tighten-only. Never raises."""
     try:
         if _family(sock) not in _INET or _type(sock) != _SOCK_STREAM:
             return
@@ -139,10 +118,7 @@ def _prepare(sock: Any) -> None:
             policy = _resolve_first()
             if policy is None:
                 return
-        if _configured_elsewhere(sock):
-            log.debug("keepalive left as configured on fd %d", sock.fileno())
-            return
-        apply(sock, policy)
+        log_tightened("install()", tighten(sock, policy))
     except Exception:
         log.debug("install: could not prepare socket %r", sock, exc_info=True)
 
@@ -162,16 +138,18 @@ def _make_hook(name: str, original: Any) -> Callable[..., Any]:
     return hook
 
 
-def install(policy: Policy | None = None) -> None:
-    """Give every TCP connection this process makes from Python keepalive, set before ``connect()``.
+def install(policy: Policy | None = None, *, sweep: float | None = None) -> None:
+    """Give every TCP connection this process makes keepalive within the policy, tighten-only.
 
-    Covers ``socket.socket.connect`` / ``connect_ex`` and so the stdlib, asyncio (selector loops and uvloop),
-    trio, anyio and every client that connects through them (urllib3/requests, httpx, aiohttp, redis-py, asyncpg,
-    PyMySQL, ...). Connections made in C (libpq behind psycopg, mysqlclient, grpc's core) are not reached: use
-    the adapters or the client's own keepalive settings there (see the docs' "Process-wide keepalive" page).
+    Covers ``socket.socket.connect`` / ``connect_ex`` (set before ``connect()``) and so the stdlib, asyncio
+    (selector loops and uvloop), trio, anyio and every client that connects through them (urllib3/requests, httpx,
+    aiohttp, redis-py, asyncpg, PyMySQL, pymongo, ...). Connections made in C (libpq behind psycopg2, mysqlclient,
+    gRPC core, librdkafka) are reached by the sweep: a daemon thread that tightens the process's own connected
+    TCP sockets every ``sweep`` seconds (Linux; loopback included; restarted in a forked child).
 
-    A socket already configured with keepalive (SO_KEEPALIVE on and a non-default idle time: an adapter, the
-    client's own settings, :func:`keepalive.create_connection`) keeps its settings: explicit configuration wins.
+    Tighten-only: SO_KEEPALIVE on; idle, interval and count each the smaller of the socket's and the policy's;
+    the policy's user timeout where the socket has none. A client's own tighter keepalive is kept, a looser one
+    brought down (logged once per distinct values at INFO on ``keepalive.install``).
 
     Idempotent and thread-safe; a second call with another policy replaces the first. The policy (``None``: the
     process default, :func:`keepalive.default_policy`) is resolved, and the once-per-process runtime check runs,
@@ -179,14 +157,20 @@ def install(policy: Policy | None = None) -> None:
 
     Args:
         policy: the timings; None uses the process default.
+        sweep: seconds between sweep rounds; 0 turns the sweep off; None reads ``KEEPALIVE_SWEEP`` (the same: a
+            number of seconds, or 0), default 5. A broken ``KEEPALIVE_SWEEP`` is logged as an error and the
+            default used.
 
     Raises:
         TypeError: ``policy`` is not a :class:`keepalive.Policy` or None.
+        ValueError: ``sweep`` is negative or not a number.
     """
     global _enabled, _requested, _policy
     if policy is not None and not isinstance(policy, Policy):
         raise TypeError(f"policy must be a keepalive.Policy or None, got {type(policy).__name__}")
+    interval = _sweep_interval(sweep)
     with _lock:
+        _set_sweep(interval)
         if _enabled and policy == _requested and _hooks.keys() == set(_PATCHED_NAMES):
             return
         _requested = policy
@@ -214,6 +198,7 @@ def uninstall() -> None:
     global _enabled, _policy, _requested
     with _lock:
         _enabled = False
+        _set_sweep(0)
         _policy = None
         _requested = None
         for name in list(_hooks):
@@ -241,6 +226,119 @@ def installed_policy() -> Policy | None:
     if not _enabled:
         return None
     return _policy if _policy is not None else _resolve_first()
+
+
+# --- the sweep: connections made in C ----------------------------------------------------------------------------
+
+ENV_SWEEP: Final = "KEEPALIVE_SWEEP"
+#: Seconds between sweep rounds unless KEEPALIVE_SWEEP or install(sweep=) says otherwise.
+DEFAULT_SWEEP_INTERVAL: Final = 5.0
+
+
+def parse_sweep(text: str) -> float:
+    """``KEEPALIVE_SWEEP``'s value: seconds between rounds, 0 for off. Raises ValueError naming the variable."""
+    value = text.strip().lower()
+    if value in ("off", "false", "no"):
+        return 0.0
+    if value in ("on", "true", "yes", ""):
+        return DEFAULT_SWEEP_INTERVAL
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ValueError(f"{ENV_SWEEP}={text!r} is not a number of seconds (or 0 for off)")
+    return seconds
+
+
+def _sweep_interval(sweep: float | None) -> float:
+    if sweep is not None:
+        if isinstance(sweep, bool) or not isinstance(sweep, int | float) or not 0 <= sweep < float("inf"):
+            raise ValueError(f"sweep must be a number of seconds >= 0 (0: off), got {sweep!r}")
+        return float(sweep)
+    text = os.environ.get(ENV_SWEEP)
+    if text is None:
+        return DEFAULT_SWEEP_INTERVAL
+    try:
+        return parse_sweep(text)
+    except ValueError as exc:
+        log.error("keepalive: %s; sweeping every %g s instead", exc, DEFAULT_SWEEP_INTERVAL)
+        return DEFAULT_SWEEP_INTERVAL
+
+
+class _Sweeper:
+    """The daemon thread that tightens this process's own TCP sockets every ``interval`` seconds."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.rounds = 0
+        self._known: set[int] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failed = False
+
+    def start(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(self._stop,), name="keepalive-sweep", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self, stop: threading.Event) -> None:
+        _block_signals()
+        while not stop.wait(self.interval):
+            if _enabled and sys.platform.startswith("linux"):
+                self.sweep_now()
+
+    def sweep_now(self) -> None:
+        """One round in the calling thread. Never raises (the first failure is logged at ERROR, later at DEBUG)."""
+        try:
+            policy = _policy if _policy is not None else _resolve_first()
+            if policy is None:
+                return
+            from keepalive._audit._sweep import tighten_round
+
+            tighten_round(None, policy, self._known, origin="the sweep")
+            self.rounds += 1
+        except Exception:
+            if not self._failed:
+                self._failed = True
+                log.exception("keepalive sweep round failed; it will keep trying")
+            else:
+                log.debug("keepalive sweep round failed", exc_info=True)
+
+
+def _block_signals() -> None:
+    """Keep process-directed signals off this thread: they belong to the program's main thread (and to
+    ``keepalive run``'s signal forwarding, which waits for them there)."""
+    try:
+        import signal
+
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    except (ImportError, AttributeError, OSError, ValueError):  # pragma: no cover - no pthread_sigmask (Windows)
+        pass
+
+
+_sweeper: _Sweeper | None = None
+
+
+def _set_sweep(interval: float) -> None:
+    """Start, retime or stop the sweep thread (called under _lock)."""
+    global _sweeper
+    if _sweeper is not None and _sweeper.interval == interval:
+        return
+    if _sweeper is not None:
+        _sweeper.stop()
+        _sweeper = None
+    if interval > 0 and sys.platform.startswith("linux"):
+        _sweeper = _Sweeper(interval)
+        _sweeper.start()
+
+
+def sweep_rounds() -> int:
+    """How many sweep rounds have run in this process since the sweep (re)started (0 when it is off)."""
+    return 0 if _sweeper is None else _sweeper.rounds
 
 
 # --- event loops that do not call socket.socket.connect ----------------------------------------------------------

@@ -10,6 +10,9 @@ from collections.abc import Iterator
 import pytest
 
 import keepalive
+import keepalive._audit._sweep
+import keepalive._audit._tables
+import keepalive._audit._verdict
 from keepalive import Policy, SocketState, _audit
 from tests.helpers import LINUX, keepalive_options
 
@@ -27,7 +30,7 @@ def listener() -> Iterator[socket.socket]:
 @pytest.fixture
 def no_checker(monkeypatch: pytest.MonkeyPatch) -> None:
     """The checker detects no path timeout, so the policy is the yardstick."""
-    monkeypatch.setattr(_audit, "_detected_path_timeout", lambda: None)
+    monkeypatch.setattr(_audit._verdict, "_detected_path_timeout", lambda: None)
 
 
 def connected_pair(listener: socket.socket) -> tuple[socket.socket, socket.socket]:
@@ -154,7 +157,7 @@ def test_without_a_path_timeout_the_policy_is_the_yardstick(
 
 
 def test_path_timeout_comes_from_the_checker(listener: socket.socket, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_audit, "_detected_path_timeout", lambda: (350.0, True))
+    monkeypatch.setattr(_audit._verdict, "_detected_path_timeout", lambda: (350.0, True))
     client, server = connected_pair(listener)
     with client, server:
         keepalive.apply(client, Policy.below(240), strict=True)
@@ -176,7 +179,7 @@ def test_path_timeout_comes_from_the_checker(listener: socket.socket, monkeypatc
 def test_a_found_path_timeout_is_used_like_default_policy_uses_it(
     listener: socket.socket, monkeypatch: pytest.MonkeyPatch, found: tuple[float, bool], expected: float | None
 ) -> None:
-    monkeypatch.setattr(_audit, "_detected_path_timeout", lambda: found)
+    monkeypatch.setattr(_audit._verdict, "_detected_path_timeout", lambda: found)
     client, server = connected_pair(listener)
     with client, server:
         client.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -228,14 +231,14 @@ def test_listener_is_reported_with_its_own_verdict(listener: socket.socket) -> N
 def test_descriptor_closed_during_the_scan_is_skipped(listener: socket.socket, monkeypatch: pytest.MonkeyPatch) -> None:
     client, server = connected_pair(listener)
     closed_fd = client.fileno()
-    real = _audit._socket_fds
+    real = _audit._sweep._socket_fds
 
     def list_then_close(proc: str) -> dict[int, int]:
         found = real(proc)
         client.close()  # between listing /proc/self/fd and duplicating the descriptor
         return found
 
-    monkeypatch.setattr(_audit, "_socket_fds", list_then_close)
+    monkeypatch.setattr(_audit._sweep, "_socket_fds", list_then_close)
     with server:
         states = keepalive.audit(path_timeout=240)
     assert closed_fd not in {s.fd for s in states}
@@ -248,7 +251,7 @@ def test_descriptor_reused_during_the_scan_is_not_mistaken_for_the_old_socket(
     """The number is reused by another socket between listing and dup: the inode check skips it."""
     client, server = connected_pair(listener)
     fd = client.fileno()
-    real = _audit._socket_fds
+    real = _audit._sweep._socket_fds
     replacement: list[socket.socket] = []
 
     def list_then_reuse(proc: str) -> dict[int, int]:
@@ -260,7 +263,7 @@ def test_descriptor_reused_during_the_scan_is_not_mistaken_for_the_old_socket(
         replacement.append(other)
         return found
 
-    monkeypatch.setattr(_audit, "_socket_fds", list_then_reuse)
+    monkeypatch.setattr(_audit._sweep, "_socket_fds", list_then_reuse)
     try:
         with server:
             states = keepalive.audit(path_timeout=240)
@@ -314,9 +317,9 @@ def test_proc_net_tcp_rows_are_decoded() -> None:
         "   1: garbage\n"
         "   2: 0100007F:1F91 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4243 1 0\n"
     )
-    rows = list(_audit._parse_table(text, "ipv4"))
+    rows = list(_audit._tables._parse_table(text, "ipv4"))
     assert [r.inode for r in rows] == [4242, 4243]
-    assert [r.inode for r in _audit._parse_table(text, "ipv4", {4243})] == [4243]
+    assert [r.inode for r in _audit._tables._parse_table(text, "ipv4", {4243})] == [4243]
     first = rows[0]
     assert (first.local, first.remote, first.state) == ("127.0.0.1:8080", "10.0.0.2:54321", "ESTABLISHED")
     assert (first.timer, first.timer_remaining, first.uid) == ("keepalive", 30.0, 1000)
@@ -325,9 +328,9 @@ def test_proc_net_tcp_rows_are_decoded() -> None:
 
 @pytest.mark.skipif(sys.byteorder != "little", reason="the sample rows are from a little-endian kernel")
 def test_ipv6_addresses_are_decoded_word_by_word() -> None:
-    assert _audit._address("00000000000000000000000001000000:1F90") == "[::1]:8080"
-    assert _audit._address("0000000000000000FFFF00000100007F:0050") == "[::ffff:127.0.0.1]:80"
-    assert _audit._address("B80D0120000000000000000001000000:01BB") == "[2001:db8::1]:443"
+    assert _audit._tables._address("00000000000000000000000001000000:1F90") == "[::1]:8080"
+    assert _audit._tables._address("0000000000000000FFFF00000100007F:0050") == "[::ffff:127.0.0.1]:80"
+    assert _audit._tables._address("B80D0120000000000000000001000000:01BB") == "[2001:db8::1]:443"
 
 
 def test_audit_survives_sockets_opening_and_closing_in_other_threads(listener: socket.socket) -> None:

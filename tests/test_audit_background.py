@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import keepalive
+import keepalive._audit._background
 from keepalive import Policy, _audit
 from tests.helpers import LINUX, assert_policy_applied, keepalive_options
 
@@ -163,7 +164,7 @@ def test_a_failing_round_is_logged_once_and_the_thread_keeps_going(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     calls: list[int] = []
-    real = _audit._own
+    real = _audit._background._own
 
     def flaky(*args: object, **kwargs: object) -> list[keepalive.SocketState]:
         calls.append(1)
@@ -171,7 +172,7 @@ def test_a_failing_round_is_logged_once_and_the_thread_keeps_going(
             raise RuntimeError("boom")
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(_audit, "_own", flaky)
+    monkeypatch.setattr(_audit._background, "_own", flaky)
     caplog.set_level(logging.DEBUG, logger=LOGGER)
     with keepalive.audit_in_background(0.01, path_timeout=240) as handle:
         wait_for(lambda: handle.rounds >= 1, "a round after the failures")
@@ -214,7 +215,7 @@ def test_without_proc_it_warns_and_returns_a_stopped_handle(
     def no_proc() -> None:
         raise keepalive.KeepaliveError("keepalive.audit needs Linux's /proc (this is darwin)")
 
-    monkeypatch.setattr(_audit, "_require_proc", no_proc)
+    monkeypatch.setattr(_audit._background, "_require_proc", no_proc)
     caplog.set_level(logging.WARNING, logger=LOGGER)
     handle = keepalive.audit_in_background(60)
     assert not handle.running

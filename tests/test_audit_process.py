@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 
 import keepalive
+import keepalive._audit._access
+import keepalive._audit._sweep
 from keepalive import _audit
 from keepalive._cli import build_parser
 from tests.helpers import LINUX
@@ -167,7 +169,7 @@ def test_without_pidfd_getfd_the_kernel_timer_still_tells_keepalive_on_or_off(
     held: Held, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An unknown syscall number makes the real kernel answer ENOSYS: only /proc/PID/net/tcp's timer is left."""
-    monkeypatch.setattr(_audit, "_SYS_PIDFD_GETFD", 0x7FFF)
+    monkeypatch.setattr(_audit._access, "_SYS_PIDFD_GETFD", 0x7FFF)
     states = keepalive.audit(pid=held.pid, path_timeout=240)
     plain, default, tuned = (by_fd(states, held.fd(n)) for n in ("plain", "default", "tuned"))
     assert all(s.source == "timer" for s in states)
@@ -196,7 +198,7 @@ def test_process_that_exits_mid_scan_is_process_lookup_error(
     held: Held, monkeypatch: pytest.MonkeyPatch, reap: bool, stage: str
 ) -> None:
     """Killed after its descriptors were listed (pidfd_getfd path), or before its tables are read (timer path)."""
-    real = getattr(_audit, stage)
+    real = getattr(_audit._sweep, stage)
 
     def kill_then(proc: str, *more: Any) -> Any:
         result = real(proc) if stage == "_socket_fds" else None
@@ -207,9 +209,9 @@ def test_process_that_exits_mid_scan_is_process_lookup_error(
             os.waitid(os.P_PID, held.pid, os.WEXITED | os.WNOWAIT)
         return result if stage == "_socket_fds" else real(proc, *more)
 
-    monkeypatch.setattr(_audit, stage, kill_then)
+    monkeypatch.setattr(_audit._sweep, stage, kill_then)
     if stage == "_read_tables":
-        monkeypatch.setattr(_audit, "_SYS_PIDFD_GETFD", 0x7FFF)  # ENOSYS: fall back to the tables
+        monkeypatch.setattr(_audit._access, "_SYS_PIDFD_GETFD", 0x7FFF)  # ENOSYS: fall back to the tables
     with pytest.raises(ProcessLookupError, match="exited during the audit"):
         keepalive.audit(pid=held.pid)
 

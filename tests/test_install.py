@@ -102,29 +102,74 @@ def test_udp_and_unix_sockets_are_left_alone(echo: tuple[str, int], tmp_path: Pa
             assert client.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
 
 
-def test_explicit_keepalive_configuration_wins(echo: tuple[str, int]) -> None:
-    """A socket with SO_KEEPALIVE on and its own idle time (an adapter, the client's settings) keeps them."""
-    keepalive.install(POLICY)
+def _own_keepalive(sock: socket.socket, idle: int, interval: int, count: int) -> None:
+    """What a client such as redis-py or pymongo does before connect: its own keepalive, no user timeout."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
+
+
+def test_a_clients_own_tighter_keepalive_survives(echo: tuple[str, int]) -> None:
+    """redis-py's 30/5/3 under a 60/10/5 policy stays 30/5/3; only the missing user timeout is filled in."""
+    keepalive.install(Policy(idle=60, interval=10, count=5), sweep=0)
+    with socket.socket() as sock:
+        _own_keepalive(sock, 30, 5, 3)
+        sock.connect(echo)
+        options = keepalive_options(sock)
+    assert options == {"keepalive": 1, "idle": 30, "interval": 5, "count": 3, "user_timeout_ms": 110_000}
+
+
+def test_a_clients_own_looser_keepalive_is_brought_down(echo: tuple[str, int]) -> None:
+    """pymongo's 120/10/9 set before connect is brought within a 60/10/5 policy, user timeout included."""
+    keepalive.install(Policy(idle=60, interval=10, count=5), sweep=0)
+    with socket.socket() as sock:
+        _own_keepalive(sock, 120, 10, 9)
+        sock.connect(echo)
+        assert_policy_applied(sock, Policy(idle=60, interval=10, count=5))
+
+
+def test_each_option_is_the_smaller_of_the_sockets_and_the_policys(echo: tuple[str, int]) -> None:
+    """Per option: idle 19 < 41 and interval 4 < 7 are kept, count 6 > 3 comes down; an own user timeout stays."""
+    keepalive.install(POLICY, sweep=0)
     with socket.socket() as sock:
         keepalive.apply(sock, OTHER)
         sock.connect(echo)
-        assert_policy_applied(sock, OTHER)
+        options = keepalive_options(sock)
+    assert options == {"keepalive": 1, "idle": 19, "interval": 4, "count": 3, "user_timeout_ms": 43_000}
 
 
-def test_keepalive_create_connection_policy_wins(echo: tuple[str, int]) -> None:
-    """keepalive.create_connection(policy=...) under install(): the explicit policy stays."""
-    keepalive.install(POLICY)
-    with keepalive.create_connection(echo, policy=OTHER) as sock:
-        assert_policy_applied(sock, OTHER)
+def test_keepalive_create_connection_policy_tighter_than_installed_stays(echo: tuple[str, int]) -> None:
+    """keepalive.create_connection(policy=...) under install(): an explicit policy within the installed one stays."""
+    keepalive.install(POLICY, sweep=0)
+    tighter = Policy(idle=20, interval=3, count=2)
+    with keepalive.create_connection(echo, policy=tighter) as sock:
+        assert_policy_applied(sock, tighter)
 
 
 def test_keepalive_switched_on_without_timings_gets_the_policy(echo: tuple[str, int]) -> None:
-    """SO_KEEPALIVE=1 alone (the kernel's 7200 s idle) is not a choice of timings: the policy is applied."""
+    """SO_KEEPALIVE=1 alone (the kernel's 7200 s idle) is brought down to the policy."""
     keepalive.install(POLICY)
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         sock.connect(echo)
         assert_policy_applied(sock, POLICY)
+
+
+def test_bringing_a_socket_down_is_logged_once_per_distinct_values(
+    echo: tuple[str, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """One INFO line on keepalive.install per distinct (origin, before, after), however many connections."""
+    keepalive.install(Policy(idle=60, interval=10, count=5), sweep=0)
+    with caplog.at_level("INFO", logger="keepalive.install"):
+        for _ in range(3):
+            with socket.socket() as sock:
+                _own_keepalive(sock, 121, 10, 9)
+                sock.connect(echo)
+    lines = [r.getMessage() for r in caplog.records if "brought" in r.getMessage()]
+    assert lines == [
+        "keepalive: install() brought a connection's keepalive from 121/10/9 to 60/10/5, user timeout 110 s"
+    ]
 
 
 def test_uninstall_restores_the_original_functions(echo: tuple[str, int]) -> None:
@@ -236,10 +281,10 @@ def test_default_policy_and_runtime_check_are_resolved_on_the_first_connection(
 def test_a_failing_apply_never_breaks_connect(echo: tuple[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
     """Any error inside the hook is swallowed (DEBUG log): the connection is made as if nothing were installed."""
 
-    def broken(sock: Any, policy: Any = None, *, strict: bool = False) -> Any:
+    def broken(sock: Any, policy: Any = None) -> Any:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(_install, "apply", broken)
+    monkeypatch.setattr(_install, "tighten", broken)
     keepalive.install(POLICY)
     with socket.create_connection(echo) as sock:
         sock.sendall(b"ping")

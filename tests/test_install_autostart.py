@@ -30,7 +30,7 @@ POLICY = Policy(idle=23, interval=6, count=4)
 REDIS = ("127.0.0.1", 6379)
 MARIADB = ("127.0.0.1", 3306)
 POSTGRES = ("127.0.0.1", 5432)
-#: redis-py 8 sets these itself before connect() (redis/_defaults.py): explicit configuration wins.
+#: redis-py 8 sets these itself before connect() (redis/_defaults.py); tighten-only keeps what is tighter.
 REDIS_OWN = {"keepalive": 1, "idle": 30, "interval": 5, "count": 3}
 
 SOCKET_CLIENTS = ["stdlib", "stdlib_connect_ex", "asyncio", "uvloop", "trio", "anyio_trio"]
@@ -148,15 +148,24 @@ def test_keepalive_run_path_timeout_derives_the_policy(echo: tuple[str, int]) ->
     assert report["options"] == expected_options(Policy.below(20))
 
 
-def test_redis_own_keepalive_settings_win_over_the_installed_policy() -> None:
-    """redis-py 8 configures keepalive itself before connect(): explicit configuration wins, it is left alone."""
+def test_redis_own_tighter_keepalive_survives_the_installed_policy() -> None:
+    """redis-py 8 sets 30/5/3 itself before connect(): under 60/10/5 (tighten-only) it keeps its own timings and
+    only gets the user timeout it lacks."""
+    require_service("redis", *REDIS)
+    env = clean_env(KEEPALIVE_AUTO="1", KEEPALIVE_IDLE="60", KEEPALIVE_INTERVAL="10", KEEPALIVE_COUNT="5")
+    report, _ = run_child(child_argv("redis_default", REDIS), env)
+    assert report["installed"] is True
+    assert report["options"] == {**REDIS_OWN, "user_timeout_ms": 110_000}
+
+
+def test_redis_own_keepalive_is_brought_down_by_a_tighter_policy() -> None:
+    """Under 23/6/4 redis-py's 30/5/3 becomes 23/5/3: each option the smaller of the two."""
     require_service("redis", *REDIS)
     env = clean_env(KEEPALIVE_AUTO="1", KEEPALIVE_IDLE="23", KEEPALIVE_INTERVAL="6", KEEPALIVE_COUNT="4")
     report, _ = run_child(child_argv("redis_default", REDIS), env)
-    assert report["installed"] is True
     options = dict(report["options"])
     options.pop("user_timeout_ms")
-    assert options == REDIS_OWN
+    assert options == {"keepalive": 1, "idle": 23, "interval": 5, "count": 3}
 
 
 def test_broken_policy_setting_logs_one_error_and_the_program_runs(echo: tuple[str, int]) -> None:
