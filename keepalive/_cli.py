@@ -22,7 +22,7 @@ __all__ = ["main"]
 _COMMANDS: Final[dict[str, tuple[str, str]]] = {
     "check": ("keepalive.checker._cli", "find the path's idle timeouts and check that keepalive fits them"),
     "audit": ("keepalive._audit_cli", "list a process's TCP connections and their keepalive state"),
-    "run": ("keepalive._install_cli", "run a Python program with keepalive on every TCP connection"),
+    "run": ("keepalive._install_cli", "run a program (any language) with keepalive on every TCP connection it makes"),
     "lab": ("keepalive.lab._cli", "demo: reproduce the conntrack idle timeout in network namespaces (root)"),
     "enforce": ("keepalive._enforce_cli", "enforce a policy on every TCP connection of a cgroup (root, BPF)"),
     "policy": (

@@ -13,7 +13,7 @@ import keepalive
 import keepalive._audit._sweep
 import keepalive._audit._tables
 import keepalive._audit._verdict
-from keepalive import Policy, SocketState, _audit
+from keepalive import Policy, SocketState, _audit, _policy
 from tests.helpers import LINUX, keepalive_options
 
 pytestmark = pytest.mark.skipif(not LINUX or not os.path.exists("/proc/self/net/tcp"), reason="needs Linux /proc")
@@ -30,7 +30,7 @@ def listener() -> Iterator[socket.socket]:
 @pytest.fixture
 def no_checker(monkeypatch: pytest.MonkeyPatch) -> None:
     """The checker detects no path timeout, so the policy is the yardstick."""
-    monkeypatch.setattr(_audit._verdict, "_detected_path_timeout", lambda: None)
+    monkeypatch.setattr(_policy, "_detect_path", lambda: None)
 
 
 def connected_pair(listener: socket.socket) -> tuple[socket.socket, socket.socket]:
@@ -157,7 +157,7 @@ def test_without_a_path_timeout_the_policy_is_the_yardstick(
 
 
 def test_path_timeout_comes_from_the_checker(listener: socket.socket, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_audit._verdict, "_detected_path_timeout", lambda: (350.0, True))
+    monkeypatch.setattr(_policy, "_detect_path", lambda: (350.0, True, "KEEPALIVE_PATH_TIMEOUT"))
     client, server = connected_pair(listener)
     with client, server:
         keepalive.apply(client, Policy.below(240), strict=True)
@@ -179,7 +179,7 @@ def test_path_timeout_comes_from_the_checker(listener: socket.socket, monkeypatc
 def test_a_found_path_timeout_is_used_like_default_policy_uses_it(
     listener: socket.socket, monkeypatch: pytest.MonkeyPatch, found: tuple[float, bool], expected: float | None
 ) -> None:
-    monkeypatch.setattr(_audit._verdict, "_detected_path_timeout", lambda: found)
+    monkeypatch.setattr(_policy, "_detect_path", lambda: (*found, "test evidence"))
     client, server = connected_pair(listener)
     with client, server:
         client.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)

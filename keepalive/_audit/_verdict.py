@@ -9,8 +9,9 @@ from typing import Literal
 
 from keepalive._audit._access import _Options
 from keepalive._audit._tables import _Row
-from keepalive._exceptions import InvalidPolicy, KeepaliveError
-from keepalive._policy import BUILTIN_POLICY, Policy, _detected_path_timeout
+from keepalive._exceptions import KeepaliveError
+from keepalive._path import Fit, judge
+from keepalive._policy import Policy, explain_path_timeout
 
 Verdict = Literal["ok", "no-keepalive", "too-slow", "unknown"]
 
@@ -126,16 +127,17 @@ def _judge(
             )
         return "unknown", f"keepalive is on, its timings are not readable: {why_unread or 'unknown error'}", None
     fix = f"lower TCP_KEEPIDLE/TCP_KEEPINTVL ({wanted}): {how}"
-    if path_timeout is not None:
-        if idle >= path_timeout:
-            return "too-slow", f"the first probe comes after {idle} s idle, at or after {path}", fix
-        if idle + interval >= path_timeout:
-            return (
-                "too-slow",
-                f"the first probe at {idle} s is in time, but if it is lost the next one at {idle + interval} s "
-                f"comes at or after {path}",
-                fix,
-            )
+    fit = judge(idle, interval, path_timeout)
+    if fit is Fit.IDLE_EXCEEDS:
+        return "too-slow", f"the first probe comes after {idle} s idle, at or after {path}", fix
+    if fit is Fit.SECOND_PROBE_LATE:
+        return (
+            "too-slow",
+            f"the first probe at {idle} s is in time, but if it is lost the next one at {idle + interval} s "
+            f"comes at or after {path}",
+            fix,
+        )
+    if fit is Fit.FITS:
         return "ok", f"probes at {idle} s and {idle + interval} s idle, both before {path}", None
     if idle > policy.idle or idle + interval > policy.idle + policy.interval:
         return (
@@ -169,34 +171,9 @@ def _path_timeout(path_timeout: float | None) -> float | None:
 
 
 def _explain_path_timeout(path_timeout: float | None) -> tuple[float | None, str]:
-    """The path timeout the verdicts use, and where it comes from.
-
-    Like :func:`keepalive.default_policy`: a timeout given or configured (``KEEPALIVE_PATH_TIMEOUT``,
-    ``KEEPALIVE_MIDDLEBOX``, kube-proxy's configuration) is used as is; one merely found on this node (its
-    conntrack timeout) only when it is tighter than what the built-in policy covers, because cloud NAT and load
-    balancer timeouts (240 s on Azure) are invisible from the node. Otherwise None: the policy is the yardstick.
-    """
-    if path_timeout is not None:
-        if isinstance(path_timeout, bool) or not isinstance(path_timeout, int | float) or not path_timeout > 0:
-            raise ValueError(f"path_timeout must be a positive number of seconds, got {path_timeout!r}")
-        return float(path_timeout), "given"
-    detected = _detected_path_timeout()
-    if detected is None:
-        return None, "unknown: none configured or found on this node"
-    timeout, explicit = float(detected[0]), detected[1]
-    if explicit:
-        return timeout, "configured (KEEPALIVE_PATH_TIMEOUT, KEEPALIVE_MIDDLEBOX or kube-proxy's configuration)"
-    try:
-        below = Policy.below(timeout)
-        tighter = below.idle + below.interval < BUILTIN_POLICY.idle + BUILTIN_POLICY.interval
-    except InvalidPolicy:  # below 3 s: as tight as it gets
-        tighter = True
-    if tighter:
-        return timeout, "found on this node (conntrack)"
-    return None, (
-        f"not configured; this node's own {timeout:g} s is not used because cloud NAT/load balancer idle timeouts "
-        "(Azure: 240 s) cannot be seen from here: set KEEPALIVE_PATH_TIMEOUT or KEEPALIVE_MIDDLEBOX"
-    )
+    """The path timeout the verdicts use, and where it comes from: the path model's answer
+    (:func:`keepalive._policy.explain_path_timeout`), so the audit, the checker and the default policy agree."""
+    return explain_path_timeout(path_timeout)
 
 
 def _state(
