@@ -186,7 +186,7 @@ def python_client(
 
 def remote_socket_options(pid: int, match: Callable[[socket.socket], bool], *, within: float = 20.0) -> dict[str, int]:
     """The options of the socket of process ``pid`` that ``match`` picks, read from here with pidfd_getfd."""
-    from keepalive._audit import _Getfd
+    from keepalive._audit._access import _Getfd
 
     deadline = time.monotonic() + within
     while True:
