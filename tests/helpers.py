@@ -101,9 +101,6 @@ def lab_unavailable_reason() -> str | None:
     for tool in ("ip", "nft", "sysctl"):
         if shutil.which(tool) is None:
             return f"needs the {tool!r} command"
-    if not os.path.exists("/proc/sys/net/netfilter") and not os.path.exists("/proc/net/nf_conntrack"):
-        # nf_conntrack may still load on first use; the lab itself reports the precise error.
-        pass
     return None
 
 

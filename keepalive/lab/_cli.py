@@ -110,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     if args.cleanup:
         deleted = cleanup_stale()
         print(
-            f"keepalive lab: deleted {len(deleted)} stale namespace(s)" + (": " + " ".join(deleted) if deleted else "")
+            f"keepalive lab: deleted {len(deleted)} stale namespace(s) and guard route(s)"
+            + (": " + " ".join(deleted) if deleted else "")
         )
         return 0
     problems = missing_requirements()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import re
 import secrets
@@ -19,6 +20,7 @@ from contextlib import contextmanager
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+from keepalive._path._parse import parse_nf_stat
 from keepalive.lab import _netns
 
 if TYPE_CHECKING:
@@ -89,34 +91,127 @@ def _run(argv: Sequence[str], *, stdin: str | None = None, timeout: float = 30) 
 
 #: The lab addresses clients connect to: routed to a blackhole (/32 each) in the root namespace while a lab is up.
 HOST_GUARD_ADDRESSES: Final = (VIP, NODE_SERVER_SIDE, *BACKENDS)
-#: Route protocol number that marks the guard routes, so any lab (or cleanup_stale) can remove exactly them.
-GUARD_PROTO: Final = "187"
+#: Route protocol number that marks the lab's guard routes. Not 187 (``isis`` in /etc/iproute2/rt_protos, used by
+#: FRR's isisd): deleting "our" routes by that number deleted a router's IS-IS routes. 245 is assigned by nobody:
+#: the kernel's rtnetlink.h names 0..18, 42 (babel), 99 (openr) and 186..192; iproute2's rt_protos the same;
+#: FRR adds 190..198 (ripng .. srte); bird, systemd-networkd, NetworkManager and keepalived use the named ones.
+#: The marker alone proves nothing, though: a guard route is ours only when it also has an exact lab destination
+#: (a /32 of HOST_GUARD_ADDRESSES), is a blackhole and its metric is the pid of the process that added it.
+GUARD_PROTO: Final = "245"
+
+#: Guard routes this process added: address -> how many of its labs use it (several labs may share one process).
+_guards: dict[str, int] = {}
+_guards_lock = threading.Lock()
 
 
-def _remove_host_guards() -> None:
-    """Delete every guard route (``proto 187``) from the root namespace; never raises."""
+def _guard_routes() -> list[tuple[str, int]]:
+    """The lab guard routes present in this namespace: ``(address, pid)`` for every blackhole /32 route to a lab
+    address with protocol :data:`GUARD_PROTO`; the metric is the pid of the process that added it."""
     try:
-        _run(["ip", "route", "flush", "proto", GUARD_PROTO])
+        text = _run(["ip", "-j", "route", "show", "type", "blackhole", "proto", GUARD_PROTO])
     except LabError:
-        pass
+        return []
+    try:
+        routes = json.loads(text or "[]")
+    except ValueError:
+        return []
+    found: list[tuple[str, int]] = []
+    for route in routes:
+        if not isinstance(route, dict):
+            continue
+        address, metric = route.get("dst"), route.get("metric", 0)
+        if address in HOST_GUARD_ADDRESSES and isinstance(metric, int) and metric > 0:
+            found.append((address, metric))
+    return found
+
+
+def _delete_guard(address: str, pid: int) -> bool:
+    """Delete the one guard route ``blackhole address/32 proto GUARD_PROTO metric pid``; the kernel matches every
+    one of those attributes, so no other route can go. False when it was not there."""
+    try:
+        _run(["ip", "route", "del", "blackhole", f"{address}/32", "proto", GUARD_PROTO, "metric", str(pid)])
+    except LabError:
+        return False
+    return True
+
+
+def add_host_guards() -> list[str]:
+    """Blackhole the lab addresses (one /32 each, metric = this pid) that the root namespace reaches through a
+    gateway, or that another lab process guards already; return the addresses this call guards (to pass to
+    :func:`remove_host_guards`). Never touches a route it did not add."""
+    pid = os.getpid()
+    guarded_by_others = {address for address, owner in _guard_routes() if owner != pid}
+    added: list[str] = []
+    with _guards_lock:
+        for address in HOST_GUARD_ADDRESSES:
+            if address in _guards:
+                _guards[address] += 1
+                added.append(address)
+                continue
+            if address not in guarded_by_others:
+                try:
+                    route = _run(["ip", "-o", "route", "get", address])
+                except LabError:
+                    continue
+                if " via " not in f" {route} ":
+                    continue  # local, directly attached or blackholed by someone else: not ours to change
+            try:
+                _run(["ip", "route", "add", "blackhole", f"{address}/32", "proto", GUARD_PROTO, "metric", str(pid)])
+            except LabError as exc:
+                if "File exists" not in str(exc):
+                    raise
+                continue  # an identical route exists that this process did not add (pid reuse): leave it alone
+            _guards[address] = 1
+            added.append(address)
+    return added
+
+
+def remove_host_guards(addresses: Sequence[str]) -> None:
+    """Undo one :func:`add_host_guards` call: delete this process's guard routes that no other lab of it uses."""
+    pid = os.getpid()
+    with _guards_lock:
+        for address in addresses:
+            users = _guards.get(address, 0) - 1
+            if users > 0:
+                _guards[address] = users
+                continue
+            _guards.pop(address, None)
+            _delete_guard(address, pid)
+
+
+def _remove_stale_host_guards() -> list[tuple[str, int]]:
+    """Delete guard routes whose process is gone (after ``kill -9``); return the ``(address, pid)`` deleted."""
+    deleted: list[tuple[str, int]] = []
+    for address, pid in _guard_routes():
+        if pid == os.getpid() or _alive(pid):
+            continue
+        if _delete_guard(address, pid):
+            deleted.append((address, pid))
+    return deleted
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def parse_conntrack_stats(text: str) -> dict[str, int]:
-    """Sum /proc/net/stat/nf_conntrack over CPUs: header row of names, then one row of hex numbers per CPU.
+    """Sum /proc/net/stat/nf_conntrack over CPUs with the core's parser (columns are matched by header).
 
-    Columns differ between kernels, so they are matched by header. `entries` is a global count repeated on
-    every row, so it is taken once rather than summed.
+    ``entries`` is a global count repeated on every row, so it is taken once rather than summed.
+
+    Raises:
+        LabError: the text is not in that format; the message says why.
     """
-    lines = [line.split() for line in text.splitlines() if line.strip()]
-    if not lines:
-        return {}
-    header, rows = lines[0], lines[1:]
-    totals = dict.fromkeys(header, 0)
-    for row in rows:
-        for name, value in zip(header, row, strict=False):
-            number = int(value, 16)
-            totals[name] = number if name == "entries" else totals[name] + number
-    return totals
+    parsed, error = parse_nf_stat(text)
+    if parsed is None:
+        raise LabError(f"/proc/net/stat/nf_conntrack: {error}")
+    return parsed.totals()
 
 
 def lab_namespaces() -> list[str]:
@@ -129,7 +224,11 @@ def lab_namespaces() -> list[str]:
 
 
 def cleanup_stale() -> list[str]:
-    """Delete lab namespaces whose creating process is gone (after `kill -9`); return the names deleted."""
+    """Delete lab namespaces and guard routes whose creating process is gone (after `kill -9`).
+
+    Returns the namespace names deleted, then one ``route <address>/32 (pid <pid>)`` entry per guard route deleted.
+    A route is deleted only when it is provably a lab guard (see :data:`GUARD_PROTO`) of a process that is gone.
+    """
     deleted: list[str] = []
     for name in lab_namespaces():
         match = _NAME_RE.match(name)
@@ -148,8 +247,7 @@ def cleanup_stale() -> list[str]:
         except LabError:
             continue
         deleted.append(name)
-    if not lab_namespaces():
-        _remove_host_guards()
+    deleted.extend(f"route {address}/32 (pid {pid})" for address, pid in _remove_stale_host_guards())
     return deleted
 
 
@@ -247,6 +345,7 @@ class Lab:
         self._sockets: list[socket.socket] = []
         self._previous_handlers: dict[int, Any] = {}
         self._lock = threading.Lock()
+        self._guarded: list[str] = []
         self.started = False
         self.closed = False
 
@@ -337,26 +436,14 @@ class Lab:
         routes it fails at once with "Invalid argument" and nothing leaves the machine. Only single addresses
         that the host reaches through a gateway are guarded: the host's own networks are never touched, and
         other hosts in the same documentation ranges (some sandboxes route their package mirrors through
-        203.0.113.0/24) stay reachable.
+        203.0.113.0/24) stay reachable. The lab remembers exactly which routes it added and deletes only those.
         """
-        for address in HOST_GUARD_ADDRESSES:
-            try:
-                route = _run(["ip", "-o", "route", "get", address])
-            except LabError:
-                continue
-            if " via " not in f" {route} ":
-                continue  # local, directly attached or already blackholed: not ours to change
-            try:
-                _run(["ip", "route", "add", "blackhole", f"{address}/32", "proto", GUARD_PROTO])
-            except LabError as exc:
-                if "File exists" not in str(exc):
-                    raise
+        self._guarded = add_host_guards()
 
     def _unguard_host(self) -> None:
-        """Remove the guard routes, unless another lab is still up on this machine."""
-        others = [name for name in lab_namespaces() if not name.startswith(self.run_id)]
-        if not others:
-            _remove_host_guards()
+        """Delete exactly the guard routes this lab added (shared with other labs of this process: the last one)."""
+        guarded, self._guarded = self._guarded, []
+        remove_host_guards(guarded)
 
     def _ip_batch(self, name: str, commands: Sequence[str]) -> None:
         _run(["ip", "-n", name, "-batch", "-"], stdin="\n".join(commands) + "\n")
