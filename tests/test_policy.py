@@ -461,3 +461,13 @@ def test_keepalive_policy_prints_the_detection_time(capsys: pytest.CaptureFixtur
     out = capsys.readouterr().out
     assert "a silent peer is noticed after about 8 s" in out
     assert "user_timeout=8s" in out
+
+
+@pytest.mark.parametrize("seconds", [2147483.0, 1234.5678, 1234567.0, 350.0, 3.001])
+def test_keepalive_run_path_timeout_is_passed_on_exactly(seconds: float) -> None:
+    """`keepalive run --path-timeout` hands the child the same number it was given (no :g rounding)."""
+    from keepalive._install_cli import build_env
+
+    env = build_env({}, path_timeout=seconds)
+    assert float(env["KEEPALIVE_PATH_TIMEOUT"]) == seconds
+    assert Policy.from_env(env) == Policy.below(seconds)
