@@ -21,7 +21,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from keepalive._exceptions import InvalidPolicy, KeepaliveError, KeepaliveWarning, UnsupportedPlatformWarning
-from keepalive._install import install, is_installed, uninstall
+from keepalive._install import install, installed_policy, is_installed, uninstall
 from keepalive._platform import CURRENT as PLATFORM
 from keepalive._platform import Applied, PlatformInfo
 from keepalive._policy import (
@@ -35,7 +35,7 @@ from keepalive._socket import SocketLike, apply, create_connection, create_serve
 from keepalive._version import __version__
 
 if TYPE_CHECKING:
-    from keepalive._audit import BackgroundAudit, SocketState, audit, audit_in_background
+    from keepalive._audit import BackgroundAudit, SocketState, Verdict, audit, audit_in_background
     from keepalive.checker import MIDDLEBOXES, Finding, Report, Severity, Source, check
 
 # The checker and the audit are loaded on first use: a process that only wraps its connections (or starts with
@@ -49,6 +49,7 @@ _LAZY = {
     "check": "keepalive.checker",
     "BackgroundAudit": "keepalive._audit",
     "SocketState": "keepalive._audit",
+    "Verdict": "keepalive._audit",
     "audit": "keepalive._audit",
     "audit_in_background": "keepalive._audit",
 }
@@ -85,6 +86,7 @@ __all__ = [
     "SocketState",
     "Source",
     "UnsupportedPlatformWarning",
+    "Verdict",
     "__version__",
     "apply",
     "audit",
@@ -95,6 +97,7 @@ __all__ = [
     "default_policy",
     "explain_default_policy",
     "install",
+    "installed_policy",
     "is_installed",
     "reset_default_policy",
     "socket_options",
