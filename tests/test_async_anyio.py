@@ -22,7 +22,14 @@ from anyio.streams.tls import TLSListener, TLSStream
 import keepalive
 import keepalive.anyio
 from tests.async_support import ENV_POLICY, HOSTS, POLICY, connections_to, one_port, refusing_port, tls_contexts
-from tests.helpers import LINUX, assert_policy_applied, echo_server, expected_options, keepalive_options
+from tests.helpers import (
+    LINUX,
+    accepted_sockets_do_not_inherit,
+    assert_policy_applied,
+    echo_server,
+    expected_options,
+    keepalive_options,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.skipif(not LINUX, reason="reads Linux keepalive options back")]
 
@@ -323,9 +330,12 @@ async def test_create_tcp_listener_accepted_streams_carry_the_policy(
             if inherit:
                 assert_policy_applied(raw(inner), POLICY)
         port = listener.extra(SocketAttribute.local_port)
-        tg.start_soon(listener.serve, handler)
-        async with await anyio.connect_tcp("127.0.0.1", port):
-            await done.wait()
+        with contextlib.ExitStack() as stack:
+            if not inherit:
+                stack.enter_context(accepted_sockets_do_not_inherit())
+            tg.start_soon(listener.serve, handler)
+            async with await anyio.connect_tcp("127.0.0.1", port):
+                await done.wait()
         tg.cancel_scope.cancel()
     assert seen == [expected_options(POLICY)]
 
@@ -336,8 +346,9 @@ async def test_create_tcp_listener_accept_applies_where_not_inherited(monkeypatc
     listener = await keepalive.anyio.create_tcp_listener(local_host="127.0.0.1", policy=POLICY)
     async with listener:
         port = listener.extra(SocketAttribute.local_port)
-        async with await anyio.connect_tcp("127.0.0.1", port), await listener.listeners[0].accept() as stream:  # type: ignore[attr-defined]
-            assert keepalive_options(raw(stream)) == expected_options(POLICY)
+        with accepted_sockets_do_not_inherit():
+            async with await anyio.connect_tcp("127.0.0.1", port), await listener.listeners[0].accept() as stream:  # type: ignore[attr-defined]
+                assert keepalive_options(raw(stream)) == expected_options(POLICY)
 
 
 # -- packaging -----------------------------------------------------------------------------------------------

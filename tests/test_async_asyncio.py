@@ -28,7 +28,13 @@ from tests.async_support import (
     refusing_port,
     tls_contexts,
 )
-from tests.helpers import LINUX, assert_policy_applied, expected_options, keepalive_options
+from tests.helpers import (
+    LINUX,
+    accepted_sockets_do_not_inherit,
+    assert_policy_applied,
+    expected_options,
+    keepalive_options,
+)
 
 pytestmark = pytest.mark.skipif(not LINUX, reason="reads Linux keepalive options back")
 
@@ -470,8 +476,11 @@ async def _accepted_sockets_carry_the_policy(inherit: bool) -> None:
         assert server.is_serving()
         for listener in server.sockets:
             assert_policy_applied(listener, POLICY)
-        _, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
-        assert await seen == expected_options(POLICY)
+        with contextlib.ExitStack() as stack:
+            if not inherit:
+                stack.enter_context(accepted_sockets_do_not_inherit())
+            _, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+            assert await seen == expected_options(POLICY)
         await close(writer)
     finally:
         server.close()
@@ -524,9 +533,10 @@ async def test_create_server_wraps_protocols_where_not_inherited() -> None:
             mp.setattr(keepalive.asyncio, "_accepted_inherit", False)
             server = await keepalive.asyncio.create_server(factory, "127.0.0.1", 0, policy=POLICY)
         try:
-            _, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
-            writer.write(b"data")
-            options, data = await got_future
+            with accepted_sockets_do_not_inherit():
+                _, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+                writer.write(b"data")
+                options, data = await got_future
             assert options == expected_options(POLICY)
             assert data == b"data"
             await close(writer)

@@ -17,7 +17,14 @@ import trio.socket
 import keepalive
 import keepalive.trio
 from tests.async_support import ENV_POLICY, POLICY, black_hole, connections_to, refusing_port, tls_contexts
-from tests.helpers import LINUX, assert_policy_applied, echo_server, expected_options, keepalive_options
+from tests.helpers import (
+    LINUX,
+    accepted_sockets_do_not_inherit,
+    assert_policy_applied,
+    echo_server,
+    expected_options,
+    keepalive_options,
+)
 
 pytestmark = pytest.mark.skipif(not LINUX, reason="reads Linux keepalive options back")
 
@@ -273,8 +280,11 @@ async def test_serve_tcp_accepted_streams_carry_the_policy(inherit: bool, monkey
         listeners = await nursery.start(serve, handler, 0)
         for listener in listeners:
             assert_policy_applied(listener.socket, POLICY)
-        async with await trio.open_tcp_stream(*listeners[0].socket.getsockname()[:2]):
-            await done.wait()
+        with contextlib.ExitStack() as stack:
+            if not inherit:
+                stack.enter_context(accepted_sockets_do_not_inherit())
+            async with await trio.open_tcp_stream(*listeners[0].socket.getsockname()[:2]):
+                await done.wait()
         nursery.cancel_scope.cancel()
     assert seen == [expected_options(POLICY)]
 
