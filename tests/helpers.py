@@ -87,6 +87,22 @@ def accepted_sockets_do_not_inherit() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def options_at_listen() -> Iterator[list[dict[str, int]]]:
+    """Record :func:`keepalive_options` of every socket at the moment ``socket.socket.listen`` is called on it
+    (asyncio, anyio and trio all listen through it): what a connection accepted right after listen() inherits."""
+    seen: list[dict[str, int]] = []
+    original = socket.socket.listen
+
+    def listen(self: socket.socket, *args: Any) -> None:
+        seen.append(keepalive_options(self))
+        original(self, *args)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "listen", listen)
+        yield seen
+
+
 def assert_policy_applied(sock: Any, policy: Policy) -> None:
     """Assert that the live socket carries ``policy`` (read back with getsockopt)."""
     got = keepalive_options(sock)

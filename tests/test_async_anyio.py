@@ -29,6 +29,7 @@ from tests.helpers import (
     echo_server,
     expected_options,
     keepalive_options,
+    options_at_listen,
 )
 
 pytestmark = [pytest.mark.anyio, pytest.mark.skipif(not LINUX, reason="reads Linux keepalive options back")]
@@ -338,6 +339,25 @@ async def test_create_tcp_listener_accepted_streams_carry_the_policy(
                 await done.wait()
         tg.cancel_scope.cancel()
     assert seen == [expected_options(POLICY)]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", None])
+async def test_create_tcp_listener_sets_the_policy_before_listen(host: str | None) -> None:
+    """issue 15: the options are on each listening socket when listen() is called, so a connection accepted
+    right away inherits them; the sockets are anyio's (one dual-stack socket for any host, one port for all)."""
+    with options_at_listen() as seen:
+        listener = await keepalive.anyio.create_tcp_listener(local_host=host, policy=POLICY)
+    async with listener:
+        assert seen
+        assert seen == [expected_options(POLICY)] * len(listener.listeners)
+        ports = {inner.extra(SocketAttribute.local_port) for inner in listener.listeners}
+        assert len(ports) == 1
+        reference = await anyio.create_tcp_listener(local_host=host)
+        async with reference:
+            families = sorted(inner.extra(SocketAttribute.family) for inner in listener.listeners)
+            assert families == sorted(inner.extra(SocketAttribute.family) for inner in reference.listeners)
+        async with await anyio.connect_tcp("localhost" if host is None else host, ports.pop()) as client:
+            assert keepalive_options(raw(client))["keepalive"] == 0  # the client side is not ours
 
 
 async def test_create_tcp_listener_accept_applies_where_not_inherited(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -34,6 +34,7 @@ from tests.helpers import (
     assert_policy_applied,
     expected_options,
     keepalive_options,
+    options_at_listen,
 )
 
 pytestmark = pytest.mark.skipif(not LINUX, reason="reads Linux keepalive options back")
@@ -543,6 +544,27 @@ async def test_create_server_wraps_protocols_where_not_inherited() -> None:
         finally:
             server.close()
             await server.wait_closed()
+
+
+@pytest.mark.asyncio
+async def test_start_server_sets_the_policy_before_listen() -> None:
+    """The options are on each listening socket when listen() is called (asyncio listens in start_serving())."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await close(writer)
+
+    with options_at_listen() as seen:
+        server = await keepalive.asyncio.start_server(handle, "localhost", 0, policy=POLICY)
+    try:
+        if type(asyncio.get_running_loop()).__module__.startswith("uvloop"):
+            assert seen == []  # uvloop listens in C (libuv), out of the recorder's sight
+        else:
+            assert seen == [expected_options(POLICY)] * len(server.sockets)
+        for listener in server.sockets:
+            assert_policy_applied(listener, POLICY)
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 @pytest.mark.asyncio

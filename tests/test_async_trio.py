@@ -24,6 +24,7 @@ from tests.helpers import (
     echo_server,
     expected_options,
     keepalive_options,
+    options_at_listen,
 )
 
 pytestmark = pytest.mark.skipif(not LINUX, reason="reads Linux keepalive options back")
@@ -287,6 +288,34 @@ async def test_serve_tcp_accepted_streams_carry_the_policy(inherit: bool, monkey
                 await done.wait()
         nursery.cancel_scope.cancel()
     assert seen == [expected_options(POLICY)]
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", None])
+async def test_open_tcp_listeners_set_the_policy_before_listen(host: str | None) -> None:
+    """issue 15: the options are on each listening socket when listen() is called, so a connection accepted
+    right away inherits them; the listeners are trio's (the same addresses and families)."""
+    with options_at_listen() as seen:
+        listeners = await keepalive.trio.open_tcp_listeners(0, host=host, policy=POLICY)
+    reference = await trio.open_tcp_listeners(0, host=host)
+    try:
+        assert seen
+        assert seen == [expected_options(POLICY)] * len(listeners)
+        assert sorted(lst.socket.family for lst in listeners) == sorted(lst.socket.family for lst in reference)
+        assert all(lst.socket.getsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR) for lst in listeners)
+    finally:
+        for listener in (*listeners, *reference):
+            await listener.aclose()
+
+
+@pytest.mark.trio
+async def test_open_tcp_listeners_argument_errors_match_trio() -> None:
+    for kwargs in ({"port": "80"}, {"port": 0, "backlog": "many"}):
+        with pytest.raises(TypeError) as ours:
+            await keepalive.trio.open_tcp_listeners(**kwargs)  # type: ignore[arg-type]
+        with pytest.raises(TypeError) as theirs:
+            await trio.open_tcp_listeners(**kwargs)  # type: ignore[arg-type]
+        assert str(ours.value) == str(theirs.value)
 
 
 @pytest.mark.trio
