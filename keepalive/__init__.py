@@ -35,7 +35,7 @@ from keepalive._socket import SocketLike, apply, create_connection, create_serve
 from keepalive._version import __version__
 
 if TYPE_CHECKING:
-    from keepalive._audit import BackgroundAudit, SocketState, Verdict, audit, audit_in_background
+    from keepalive._audit import BackgroundAudit, SocketState, audit, audit_in_background
     from keepalive.checker import MIDDLEBOXES, Finding, Report, Severity, Source, check
 
 # The checker and the audit are loaded on first use: a process that only wraps its connections (or starts with
@@ -49,7 +49,6 @@ _LAZY = {
     "check": "keepalive.checker",
     "BackgroundAudit": "keepalive._audit",
     "SocketState": "keepalive._audit",
-    "Verdict": "keepalive._audit",
     "audit": "keepalive._audit",
     "audit_in_background": "keepalive._audit",
 }
@@ -86,7 +85,6 @@ __all__ = [
     "SocketState",
     "Source",
     "UnsupportedPlatformWarning",
-    "Verdict",
     "__version__",
     "apply",
     "audit",
