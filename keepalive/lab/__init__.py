@@ -44,7 +44,7 @@ API (``from keepalive.lab import Lab``)::
         lab.sysctl("node", name); lab.sysctl_set("node", {name: value}); lab.nft("node", ruleset)
 
     missing_requirements() -> list[str]   # why the lab cannot run here ([] when it can)
-    cleanup_stale() -> list[str]          # delete namespaces left by dead processes (e.g. after kill -9)
+    cleanup_stale() -> list[str]          # delete namespaces and guard routes left by dead processes (kill -9)
 
 Teardown runs on leaving the ``with`` block (Ctrl-C included), at interpreter exit for a lab never closed,
 and on SIGTERM/SIGHUP while a lab is up (turned into SystemExit when their handler was the default).
