@@ -196,3 +196,52 @@ def test_unknown_platform_without_options_reports_all_unsupported() -> None:
 def test_a_socket_module_without_basics_is_an_error() -> None:
     with pytest.raises(RuntimeError, match="SO_KEEPALIVE"):
         detect("linux", fake_socket_module())
+
+
+# -- mutation testing (CONTRIBUTING.md): behaviours no test pinned down before -----------------------------------
+
+
+def test_old_windows_reports_idle_and_interval_as_supported_through_the_ioctl() -> None:
+    assert detect("win32", WINDOWS, windows_build=14393).supported() == {
+        "SO_KEEPALIVE": True,
+        "TCP_KEEPIDLE": True,
+        "TCP_KEEPINTVL": True,
+        "TCP_KEEPCNT": False,
+        "TCP_USER_TIMEOUT": False,
+    }
+    bare = fake_socket_module(SOL_SOCKET=1, SO_KEEPALIVE=9, IPPROTO_TCP=6)
+    assert detect("sunos5", bare).supported()["TCP_KEEPIDLE"] is False
+
+
+@pytest.mark.parametrize(("missing", "present"), [("TCP_KEEPINTVL", "TCP_KEEPIDLE"), ("TCP_KEEPIDLE", "TCP_KEEPINTVL")])
+def test_a_platform_missing_one_of_idle_and_interval_reports_just_that_one(missing: str, present: str) -> None:
+    """Each of idle and interval is judged on its own: the one that exists is set, the other is unsupported."""
+    constants = {"SOL_SOCKET": 1, "SO_KEEPALIVE": 9, "IPPROTO_TCP": 6, "TCP_KEEPCNT": 6, present: 4}
+    plan = compile_plan(POLICY, detect("linux", fake_socket_module(**constants)))
+    assert [name for name, *_ in plan.calls] == [present, "TCP_KEEPCNT", "SO_KEEPALIVE"]
+    assert plan.success.unsupported == (missing, "TCP_USER_TIMEOUT")
+    assert plan.ioctl is None
+
+
+def test_old_windows_plan_lists_every_call_it_makes() -> None:
+    plan = compile_plan(POLICY, detect("win32", WINDOWS, windows_build=15063))
+    assert plan.success.set == ("TCP_KEEPCNT", "SO_KEEPALIVE", "SIO_KEEPALIVE_VALS")
+
+
+def test_a_refusal_on_another_platform_keeps_the_policy_and_names_the_error() -> None:
+    sock = RecordingSocket(refuse={(6, 16)})
+    applied = _apply_with(sock, POLICY, detect("win32", WINDOWS, windows_build=16299))
+    assert applied.policy is POLICY
+    assert applied.failed == (("TCP_KEEPCNT", "ENOPROTOOPT: Protocol not available"),)
+
+
+def test_a_socket_without_ioctl_on_old_windows_reports_the_ioctl_failed() -> None:
+    sock = RecordingSocket(has_ioctl=False)
+    applied = _apply_with(sock, POLICY, detect("win32", WINDOWS, windows_build=14393))
+    assert applied.set == ("SO_KEEPALIVE",)
+    assert [name for name, _ in applied.failed] == ["SIO_KEEPALIVE_VALS"]
+    import errno
+    import os
+
+    code = errno.EOPNOTSUPP
+    assert applied.failed[0][1] == f"{errno.errorcode[code]}: {os.strerror(code)}"

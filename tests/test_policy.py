@@ -471,3 +471,73 @@ def test_keepalive_run_path_timeout_is_passed_on_exactly(seconds: float) -> None
     env = build_env({}, path_timeout=seconds)
     assert float(env["KEEPALIVE_PATH_TIMEOUT"]) == seconds
     assert Policy.from_env(env) == Policy.below(seconds)
+
+
+# -- mutation testing (CONTRIBUTING.md): behaviours no test pinned down before -----------------------------------
+
+
+def test_whole_floats_become_ints() -> None:
+    policy = Policy(idle=30.0, interval=5.0, count=3.0)  # type: ignore[arg-type]
+    assert (policy.idle, policy.interval, policy.count) == (30, 5, 3)
+    assert all(type(value) is int for value in (policy.idle, policy.interval, policy.count))
+    assert Policy(user_timeout=2147483.0).to_env()["KEEPALIVE_USER_TIMEOUT"] == "2147483"
+    assert repr(Policy.from_env({"KEEPALIVE_USER_TIMEOUT": "110"})).endswith("user_timeout=110)")
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"KEEPALIVE_COUNT": "1000"}, "KEEPALIVE_COUNT='1000': KEEPALIVE_COUNT must be in 1..127 probes, got 1000"),
+        (
+            {"KEEPALIVE_IDLE": "1.5"},
+            "KEEPALIVE_IDLE='1.5': KEEPALIVE_IDLE must be a whole number of seconds in 1..32767, got 1.5",
+        ),
+        ({"KEEPALIVE_INTERVAL": "0"}, "KEEPALIVE_INTERVAL='0': KEEPALIVE_INTERVAL must be in 1..32767 seconds, got 0"),
+        ({"KEEPALIVE_PATH_TIMEOUT": "soon"}, "KEEPALIVE_PATH_TIMEOUT='soon': expected a number of seconds"),
+        ({"KEEPALIVE_PATH_TIMEOUT": "inf"}, "KEEPALIVE_PATH_TIMEOUT='inf': expected a finite number of seconds"),
+        (
+            {"KEEPALIVE_USER_TIMEOUT": "-2"},
+            "KEEPALIVE_USER_TIMEOUT='-2': KEEPALIVE_USER_TIMEOUT must be in 0..2147483.647 seconds (0 = off), got -2",
+        ),
+        (
+            {"KEEPALIVE_PATH_TIMEOUT": "350", "KEEPALIVE_IDLE": "340"},
+            "KEEPALIVE_IDLE=340 + KEEPALIVE_INTERVAL=30 must stay below KEEPALIVE_PATH_TIMEOUT='350', or the path "
+            "forgets idle connections before the second probe",
+        ),
+    ],
+)
+def test_from_env_error_messages_are_exact(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(InvalidPolicy) as info:
+        Policy.from_env(environ)
+    assert str(info.value) == message
+
+
+def test_from_env_path_timeout_bound_is_strict() -> None:
+    """idle + interval must stay strictly below the path timeout: equal is too late."""
+    with pytest.raises(InvalidPolicy):
+        Policy.from_env({"KEEPALIVE_PATH_TIMEOUT": "350", "KEEPALIVE_IDLE": "320"})  # 320 + 30 == 350
+    with pytest.raises(InvalidPolicy):
+        Policy.from_env({"KEEPALIVE_PATH_TIMEOUT": "350", "KEEPALIVE_IDLE": "300", "KEEPALIVE_INTERVAL": "60"})
+    assert Policy.from_env({"KEEPALIVE_PATH_TIMEOUT": "350", "KEEPALIVE_IDLE": "319"}) == Policy(
+        idle=319, interval=30, count=5
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (None, "policy must look like 'idle,interval,count' (e.g. '60,10,5'), got None"),
+        ("   ", "policy must look like 'idle,interval,count' (e.g. '60,10,5'), got '   '"),
+        ("idle=off", "policy 'idle=off': idle must be a number, got 'off'"),
+        ("speed=3", "policy 'speed=3': unknown field 'speed'; expected one of idle, interval, count, user_timeout"),
+    ],
+)
+def test_parse_error_messages_are_exact(text: str, message: str) -> None:
+    with pytest.raises(InvalidPolicy) as info:
+        Policy.parse(text)
+    assert str(info.value) == message
+
+
+def test_parse_reads_fields_after_a_user_timeout_word() -> None:
+    assert Policy.parse("user_timeout=keep,idle=30") == Policy(idle=30, user_timeout=None)
+    assert Policy.parse("user_timeout=off,count=2") == Policy(count=2, user_timeout=0)

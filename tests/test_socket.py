@@ -376,3 +376,40 @@ def test_skipped_sockets_never_warn(caplog: pytest.LogCaptureFixture) -> None:
             with sock:
                 assert keepalive.apply(sock, POLICY).skipped is not None
     assert _refusals(caplog) == []
+
+
+def test_the_compiled_plan_is_cached_on_the_policy() -> None:
+    """apply() compiles a policy's setsockopt plan once; later calls reuse it (the hot path allocates nothing)."""
+    policy = Policy(idle=23)
+    with socket.socket() as first, socket.socket() as second:
+        applied = keepalive.apply(first, policy)
+        plan = policy._plan
+        assert plan is not None
+        assert keepalive.apply(second, policy) is applied is plan.success
+        assert policy._plan is plan
+
+
+def test_socket_options_without_a_policy_use_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEEPALIVE_IDLE", "41")
+    keepalive.reset_default_policy()
+    try:
+        assert keepalive.socket_options() == keepalive.socket_options(keepalive.default_policy())
+        assert (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 41) in keepalive.socket_options()
+    finally:
+        monkeypatch.delenv("KEEPALIVE_IDLE")
+        keepalive.reset_default_policy()
+
+
+def test_a_refused_option_keeps_the_policy_in_the_result() -> None:
+    policy = Policy(idle=5)
+    with _mptcp_socket() as sock:
+        assert keepalive.apply(sock, policy).policy is policy
+
+
+def test_skip_reasons_name_the_family_and_type() -> None:
+    closed = socket.socket()
+    closed.close()
+    with socket.socket(socket.AF_UNIX) as unix, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        assert keepalive.apply(unix, POLICY).skipped == "not a TCP socket (family AF_UNIX)"
+        assert keepalive.apply(udp, POLICY).skipped == "not a TCP socket (type SOCK_DGRAM)"
+    assert keepalive.apply(closed, POLICY).skipped == "the socket is closed"
