@@ -52,6 +52,13 @@ INTERNAL = {
         "reset": "for tests",
         "run_once": "contract with keepalive._runtime (CONTRIBUTING.md)",
     },
+    "keepalive.lab._command": {"run": "the lab's command runner"},
+    "keepalive.lab._guard": {
+        "GUARD_PROTO": "the guard routes' marker, documented in docs/lab.md",
+        "add_host_guards": "used by Lab",
+        "remove_host_guards": "used by Lab",
+        "remove_stale_host_guards": "used by cleanup_stale()",
+    },
     "keepalive.lab._cli": {"add_arguments": "CLI subcommand contract", "run": "CLI subcommand contract"},
     "keepalive._audit": {
         "Verdict": "typing alias of SocketState.verdict's values, described in docs/audit.md (Verdicts); exporting it "

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from keepalive.lab._topology import BACKENDS, GUARD_PROTO, HOST_GUARD_ADDRESSES, NODE_SERVER_SIDE, VIP
+from keepalive.lab._guard import GUARD_PROTO
+from keepalive.lab._topology import BACKENDS, HOST_GUARD_ADDRESSES, NODE_SERVER_SIDE, VIP
 from tests.helpers import require_lab
 
 pytestmark = pytest.mark.lab
@@ -93,11 +94,12 @@ def test_guard_routes_are_added_and_deleted_exactly_and_foreign_routes_survive(r
         router_namespace,
         """
         import json, os
-        from keepalive.lab import _topology as t
-        added = t.add_host_guards()
-        during = t._guard_routes()
-        t.remove_host_guards(added)
-        print(json.dumps({"pid": os.getpid(), "added": added, "during": during, "after": t._guard_routes()}))
+        from keepalive.lab import _guard as g
+        from keepalive.lab._topology import HOST_GUARD_ADDRESSES as lab
+        added = g.add_host_guards(lab)
+        during = g._guard_routes(lab)
+        g.remove_host_guards(added)
+        print(json.dumps({"pid": os.getpid(), "added": added, "during": during, "after": g._guard_routes(lab)}))
         """,
     )
     result = json.loads(out)

@@ -53,12 +53,12 @@ Ready-made scenarios (used by ``keepalive lab`` and the tests) are in ``keepaliv
 
 from __future__ import annotations
 
+from keepalive.lab._command import LabError
 from keepalive.lab._topology import (
     BACKENDS,
     CLIENT_ADDRESS,
     VIP,
     Lab,
-    LabError,
     LabServer,
     cleanup_stale,
     lab_namespaces,

@@ -16,7 +16,8 @@ from typing import Any
 from keepalive._exceptions import InvalidPolicy
 from keepalive._policy import Policy
 from keepalive.lab import scenarios
-from keepalive.lab._topology import BACKENDS, CLIENT_ADDRESS, VIP, Lab, LabError, cleanup_stale, missing_requirements
+from keepalive.lab._command import LabError
+from keepalive.lab._topology import BACKENDS, CLIENT_ADDRESS, VIP, Lab, cleanup_stale, missing_requirements
 
 __all__ = ["add_arguments", "run"]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import re
 import secrets
@@ -22,6 +21,9 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from keepalive._path._parse import parse_nf_stat
 from keepalive.lab import _netns
+from keepalive.lab._command import LabError
+from keepalive.lab._command import run as _run
+from keepalive.lab._guard import add_host_guards, remove_host_guards, remove_stale_host_guards
 
 if TYPE_CHECKING:
     from keepalive import Policy
@@ -60,10 +62,6 @@ table inet {BLACKHOLE_TABLE} {{
 """
 
 
-class LabError(RuntimeError):
-    """The lab could not be built or a command in it failed; the message has the command and its stderr."""
-
-
 def missing_requirements() -> list[str]:
     """Why the lab cannot run here (empty list when it can): not Linux, not root, no `ip`/`nft`."""
     reasons: list[str] = []
@@ -78,126 +76,9 @@ def missing_requirements() -> list[str]:
     return reasons
 
 
-def _run(argv: Sequence[str], *, stdin: str | None = None, timeout: float = 30) -> str:
-    try:
-        done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise LabError(f"{' '.join(argv)}: {exc}") from exc
-    if done.returncode != 0:
-        detail = (done.stderr or done.stdout).strip()
-        raise LabError(f"{' '.join(argv)} exited {done.returncode}: {detail}")
-    return done.stdout
-
-
-#: The lab addresses clients connect to: routed to a blackhole (/32 each) in the root namespace while a lab is up.
+#: The lab addresses clients connect to: routed to a blackhole (/32 each) in the root namespace while a lab is up
+#: (keepalive.lab._guard).
 HOST_GUARD_ADDRESSES: Final = (VIP, NODE_SERVER_SIDE, *BACKENDS)
-#: Route protocol number that marks the lab's guard routes. Not 187 (``isis`` in /etc/iproute2/rt_protos, used by
-#: FRR's isisd): deleting "our" routes by that number deleted a router's IS-IS routes. 245 is assigned by nobody:
-#: the kernel's rtnetlink.h names 0..18, 42 (babel), 99 (openr) and 186..192; iproute2's rt_protos the same;
-#: FRR adds 190..198 (ripng .. srte); bird, systemd-networkd, NetworkManager and keepalived use the named ones.
-#: The marker alone proves nothing, though: a guard route is ours only when it also has an exact lab destination
-#: (a /32 of HOST_GUARD_ADDRESSES), is a blackhole and its metric is the pid of the process that added it.
-GUARD_PROTO: Final = "245"
-
-#: Guard routes this process added: address -> how many of its labs use it (several labs may share one process).
-_guards: dict[str, int] = {}
-_guards_lock = threading.Lock()
-
-
-def _guard_routes() -> list[tuple[str, int]]:
-    """The lab guard routes present in this namespace: ``(address, pid)`` for every blackhole /32 route to a lab
-    address with protocol :data:`GUARD_PROTO`; the metric is the pid of the process that added it."""
-    try:
-        text = _run(["ip", "-j", "route", "show", "type", "blackhole", "proto", GUARD_PROTO])
-    except LabError:
-        return []
-    try:
-        routes = json.loads(text or "[]")
-    except ValueError:
-        return []
-    found: list[tuple[str, int]] = []
-    for route in routes:
-        if not isinstance(route, dict):
-            continue
-        address, metric = route.get("dst"), route.get("metric", 0)
-        if address in HOST_GUARD_ADDRESSES and isinstance(metric, int) and metric > 0:
-            found.append((address, metric))
-    return found
-
-
-def _delete_guard(address: str, pid: int) -> bool:
-    """Delete the one guard route ``blackhole address/32 proto GUARD_PROTO metric pid``; the kernel matches every
-    one of those attributes, so no other route can go. False when it was not there."""
-    try:
-        _run(["ip", "route", "del", "blackhole", f"{address}/32", "proto", GUARD_PROTO, "metric", str(pid)])
-    except LabError:
-        return False
-    return True
-
-
-def add_host_guards() -> list[str]:
-    """Blackhole the lab addresses (one /32 each, metric = this pid) that the root namespace reaches through a
-    gateway, or that another lab process guards already; return the addresses this call guards (to pass to
-    :func:`remove_host_guards`). Never touches a route it did not add."""
-    pid = os.getpid()
-    guarded_by_others = {address for address, owner in _guard_routes() if owner != pid}
-    added: list[str] = []
-    with _guards_lock:
-        for address in HOST_GUARD_ADDRESSES:
-            if address in _guards:
-                _guards[address] += 1
-                added.append(address)
-                continue
-            if address not in guarded_by_others:
-                try:
-                    route = _run(["ip", "-o", "route", "get", address])
-                except LabError:
-                    continue
-                if " via " not in f" {route} ":
-                    continue  # local, directly attached or blackholed by someone else: not ours to change
-            try:
-                _run(["ip", "route", "add", "blackhole", f"{address}/32", "proto", GUARD_PROTO, "metric", str(pid)])
-            except LabError as exc:
-                if "File exists" not in str(exc):
-                    raise
-                continue  # an identical route exists that this process did not add (pid reuse): leave it alone
-            _guards[address] = 1
-            added.append(address)
-    return added
-
-
-def remove_host_guards(addresses: Sequence[str]) -> None:
-    """Undo one :func:`add_host_guards` call: delete this process's guard routes that no other lab of it uses."""
-    pid = os.getpid()
-    with _guards_lock:
-        for address in addresses:
-            users = _guards.get(address, 0) - 1
-            if users > 0:
-                _guards[address] = users
-                continue
-            _guards.pop(address, None)
-            _delete_guard(address, pid)
-
-
-def _remove_stale_host_guards() -> list[tuple[str, int]]:
-    """Delete guard routes whose process is gone (after ``kill -9``); return the ``(address, pid)`` deleted."""
-    deleted: list[tuple[str, int]] = []
-    for address, pid in _guard_routes():
-        if pid == os.getpid() or _alive(pid):
-            continue
-        if _delete_guard(address, pid):
-            deleted.append((address, pid))
-    return deleted
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def parse_conntrack_stats(text: str) -> dict[str, int]:
@@ -247,7 +128,7 @@ def cleanup_stale() -> list[str]:
         except LabError:
             continue
         deleted.append(name)
-    deleted.extend(f"route {address}/32 (pid {pid})" for address, pid in _remove_stale_host_guards())
+    deleted.extend(f"route {address}/32 (pid {pid})" for address, pid in remove_stale_host_guards(HOST_GUARD_ADDRESSES))
     return deleted
 
 
@@ -438,7 +319,7 @@ class Lab:
         other hosts in the same documentation ranges (some sandboxes route their package mirrors through
         203.0.113.0/24) stay reachable. The lab remembers exactly which routes it added and deletes only those.
         """
-        self._guarded = add_host_guards()
+        self._guarded = add_host_guards(HOST_GUARD_ADDRESSES)
 
     def _unguard_host(self) -> None:
         """Delete exactly the guard routes this lab added (shared with other labs of this process: the last one)."""
