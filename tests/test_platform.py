@@ -245,3 +245,74 @@ def test_a_socket_without_ioctl_on_old_windows_reports_the_ioctl_failed() -> Non
 
     code = errno.EOPNOTSUPP
     assert applied.failed[0][1] == f"{errno.errorcode[code]}: {os.strerror(code)}"
+
+
+class _UdpRecordingSocket(RecordingSocket):
+    """A fake UDP socket: the kernel refuses TCP-level options on it."""
+
+    def __init__(self) -> None:
+        super().__init__(refuse={(6, 0x10), (6, 0x101), (6, 0x102)})
+        self.type = socket.SOCK_DGRAM
+
+
+def test_results_keep_the_platforms_unsupported_options_when_skipped_or_partial() -> None:
+    darwin = detect("darwin", DARWIN)
+    skipped = _apply_with(_UdpRecordingSocket(), POLICY, darwin)
+    assert skipped.skipped == "not a TCP socket (type SOCK_DGRAM)"
+    assert skipped.unsupported == ("TCP_USER_TIMEOUT",)
+    assert skipped.policy is POLICY
+    partial = _apply_with(RecordingSocket(refuse={(6, 0x102)}), POLICY, darwin)
+    assert partial.unsupported == ("TCP_USER_TIMEOUT",)
+    assert partial.set == ("TCP_KEEPALIVE", "TCP_KEEPINTVL", "SO_KEEPALIVE")
+
+
+def test_strict_refusal_names_each_option_and_error() -> None:
+    from keepalive import KeepaliveError
+
+    with pytest.raises(KeepaliveError) as info:
+        _apply_with(RecordingSocket(refuse={(6, 18), (6, 6)}), POLICY, detect("linux", LINUX), strict=True)
+    assert str(info.value) == (
+        "cannot apply keepalive: TCP_KEEPCNT: ENOPROTOOPT: Protocol not available, "
+        "TCP_USER_TIMEOUT: ENOPROTOOPT: Protocol not available"
+    )
+
+
+def test_old_windows_still_sets_the_ioctl_when_an_option_is_refused() -> None:
+    sock = RecordingSocket(refuse={(0xFFFF, 0x0008)})
+    applied = _apply_with(sock, POLICY, detect("win32", WINDOWS, windows_build=15063))
+    assert applied.set == ("TCP_KEEPCNT", "SIO_KEEPALIVE_VALS")
+    assert [name for name, _ in applied.failed] == ["SO_KEEPALIVE"]
+    assert ("ioctl", 0x98000004, (1, 60_000, 10_000)) in sock.calls
+
+
+def test_failure_logs_carry_the_socket_and_the_facts(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The DEBUG lines name the socket (fd, family, type) and carry the facts in `extra`; a refusal that is not
+    an OSError (a ValueError from an odd socket object) is warned about under its exception name."""
+    import logging
+
+    from keepalive import _socket
+
+    monkeypatch.setattr(_socket, "_warned", {})
+
+    class ValueErrorSocket(RecordingSocket):
+        def setsockopt(self, level: int, optname: int, value: int) -> None:
+            if optname == 18:
+                raise ValueError("out of range")
+            super().setsockopt(level, optname, value)
+
+    linux = detect("linux", LINUX)
+    with caplog.at_level(logging.DEBUG, logger="keepalive.socket"):
+        _apply_with(_UdpRecordingSocket(), POLICY, detect("darwin", DARWIN))
+        _apply_with(ValueErrorSocket(), POLICY, linux)
+    skipped, partial, warning = caplog.records
+    assert skipped.getMessage().startswith("keepalive not applied to fd=3 family=")
+    assert skipped.keepalive_skipped == "not a TCP socket (type SOCK_DGRAM)"  # type: ignore[attr-defined]
+    assert partial.getMessage().startswith("keepalive partly applied to fd=3 family=")
+    assert partial.getMessage().endswith("failed TCP_USER_TIMEOUT (ValueError: out of range)")
+    assert partial.keepalive_failed == {"TCP_USER_TIMEOUT": "ValueError: out of range"}  # type: ignore[attr-defined]
+    assert warning.levelname == "WARNING"
+    assert warning.keepalive_errno == "ValueError"  # type: ignore[attr-defined]
+    assert warning.keepalive_error == "ValueError: out of range"  # type: ignore[attr-defined]
+    assert "fd=3" in warning.getMessage()
