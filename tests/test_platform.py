@@ -316,3 +316,24 @@ def test_failure_logs_carry_the_socket_and_the_facts(
     assert warning.keepalive_errno == "ValueError"  # type: ignore[attr-defined]
     assert warning.keepalive_error == "ValueError: out of range"  # type: ignore[attr-defined]
     assert "fd=3" in warning.getMessage()
+
+
+def test_platform_names_and_the_windows_1709_boundary() -> None:
+    assert detect("darwin", DARWIN).name == "darwin"
+    assert detect("win32", WINDOWS, windows_build=16299).name == "windows"
+    assert detect("linux", LINUX).name == "linux"
+    assert detect("freebsd14", FREEBSD).name == "freebsd"
+    assert detect("sunos5", fake_socket_module(SOL_SOCKET=1, SO_KEEPALIVE=9, IPPROTO_TCP=6)).name == "sunos5"
+    at_1709 = detect("win32", WINDOWS, windows_build=16299)  # the first build with TCP_KEEPIDLE
+    assert (at_1709.idle, at_1709.interval, at_1709.sio_keepalive_vals) == (3, 17, None)
+    before = detect("win32", WINDOWS, windows_build=16298)
+    assert (before.idle, before.interval, before.sio_keepalive_vals) == (None, None, 0x98000004)
+    assert detect("win32", WINDOWS, windows_build=15062).count is None
+
+
+@pytest.mark.parametrize("missing", ["SOL_SOCKET", "SO_KEEPALIVE", "IPPROTO_TCP"])
+def test_each_basic_constant_is_required(missing: str) -> None:
+    constants = {"SOL_SOCKET": 1, "SO_KEEPALIVE": 9, "IPPROTO_TCP": 6}
+    del constants[missing]
+    with pytest.raises(RuntimeError, match="lacks SOL_SOCKET/SO_KEEPALIVE/IPPROTO_TCP"):
+        detect("linux", fake_socket_module(**constants))
