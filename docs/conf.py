@@ -66,13 +66,17 @@ napoleon_attr_annotations = True
 
 # Optional clients: an adapter module imports its client at the top. Where a client is not installed the
 # reference is still built, from a mock of the client (only the missing ones are mocked, so installed clients
-# give real type hints).
+# give real type hints): `pip install -e '.[docs]'` alone builds every page. Every third-party module that
+# keepalive's optional modules import must be listed (tests/test_docs_mocks.py checks it), including the ones
+# an adapter imports from its client's dependencies (httpcore for httpx, aiormq for aio-pika).
 _OPTIONAL_CLIENTS = [
     "aio_pika",
     "aiohttp",
     "aiomysql",
+    "aiormq",
     "anyio",
     "asyncpg",
+    "httpcore",
     "httpx",
     "nats",
     "pika",
@@ -84,6 +88,7 @@ _OPTIONAL_CLIENTS = [
     "sqlalchemy",
     "trio",
     "urllib3",
+    "yarl",
     "yaml",
 ]
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys as _sys
 
 from keepalive._exceptions import InvalidPolicy, KeepaliveError, KeepaliveWarning, UnsupportedPlatformWarning
-from keepalive._install import install, is_installed, uninstall
+from keepalive._install import install, installed_policy, is_installed, uninstall
 from keepalive._platform import CURRENT as PLATFORM
 from keepalive._platform import Applied, PlatformInfo
 from keepalive._policy import (
@@ -116,6 +116,7 @@ __all__ = [
     "enforcement_status",
     "explain_default_policy",
     "install",
+    "installed_policy",
     "is_installed",
     "remove_enforcement",
     "reset_default_policy",

@@ -75,7 +75,7 @@ def build_env(
     if policy is not None:
         env.update(policy.to_env())
     elif path_timeout is not None:
-        env[ENV_PATH_TIMEOUT] = f"{path_timeout:g}"
+        env[ENV_PATH_TIMEOUT] = repr(path_timeout)  # exact: parses back to the same number
     return env
 
 

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import socket
 import sys
-from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, ClassVar, Final
+
+from keepalive._value import Value
 
 if TYPE_CHECKING:
     from keepalive._policy import Policy
@@ -38,9 +39,60 @@ _WINDOWS_BUILD_KEEPIDLE: Final = 16299  # Windows 10 1709: TCP_KEEPIDLE and TCP_
 _WINDOWS_BUILD_KEEPCNT: Final = 15063  # Windows 10 1703: TCP_KEEPCNT
 
 
-@dataclass(frozen=True, slots=True)
-class PlatformInfo:
-    """What this platform can set. ``None`` means the option is not available here."""
+class PlatformInfo(Value):
+    """What this platform can set. ``None`` means the option is not available here.
+
+    Frozen and keyword-only like :class:`keepalive.Policy` (works with :mod:`dataclasses` functions too).
+    """
+
+    __slots__ = (
+        "count",
+        "idle",
+        "idle_name",
+        "interval",
+        "ipproto_tcp",
+        "name",
+        "sio_keepalive_vals",
+        "so_keepalive",
+        "sol_socket",
+        "user_timeout",
+    )
+    _fields: ClassVar[tuple[str, ...]] = (
+        "name",
+        "sol_socket",
+        "so_keepalive",
+        "ipproto_tcp",
+        "idle_name",
+        "idle",
+        "interval",
+        "count",
+        "user_timeout",
+        "sio_keepalive_vals",
+    )
+    __match_args__ = (
+        "name",
+        "sol_socket",
+        "so_keepalive",
+        "ipproto_tcp",
+        "idle_name",
+        "idle",
+        "interval",
+        "count",
+        "user_timeout",
+        "sio_keepalive_vals",
+    )
+    _field_types: ClassVar[dict[str, str]] = {
+        "name": "str",
+        "sol_socket": "int",
+        "so_keepalive": "int",
+        "ipproto_tcp": "int",
+        "idle_name": "str",
+        "idle": "int | None",
+        "interval": "int | None",
+        "count": "int | None",
+        "user_timeout": "int | None",
+        "sio_keepalive_vals": "int | None",
+    }
 
     name: str
     sol_socket: int
@@ -52,7 +104,35 @@ class PlatformInfo:
     count: int | None
     user_timeout: int | None
     #: Windows before 10 1709: SIO_KEEPALIVE_VALS through ``sock.ioctl`` sets idle and interval (ms).
-    sio_keepalive_vals: int | None = None
+    sio_keepalive_vals: int | None
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        sol_socket: int,
+        so_keepalive: int,
+        ipproto_tcp: int,
+        idle_name: str,
+        idle: int | None,
+        interval: int | None,
+        count: int | None,
+        user_timeout: int | None,
+        sio_keepalive_vals: int | None = None,
+    ) -> None:
+        for key, value in (
+            ("name", name),
+            ("sol_socket", sol_socket),
+            ("so_keepalive", so_keepalive),
+            ("ipproto_tcp", ipproto_tcp),
+            ("idle_name", idle_name),
+            ("idle", idle),
+            ("interval", interval),
+            ("count", count),
+            ("user_timeout", user_timeout),
+            ("sio_keepalive_vals", sio_keepalive_vals),
+        ):
+            object.__setattr__(self, key, value)
 
     def supported(self) -> dict[str, bool]:
         """Option name -> whether a policy's value for it can be set on this platform."""
@@ -66,23 +146,50 @@ class PlatformInfo:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Applied:
+class Applied(Value):
     """The result of :func:`keepalive.apply`: what was set on the socket and what was not.
 
     Attributes:
         policy: the policy applied.
         set: option names set on the socket, in order.
         unsupported: option names this platform cannot set (known at import; not an error).
-        failed: option name -> the error the kernel returned, for options that should have worked.
+        failed: (option name, the error the kernel returned) for options that should have worked.
         skipped: why nothing was applied (not a TCP socket, closed socket), or None.
+
+    Frozen and keyword-only like :class:`keepalive.Policy` (works with :mod:`dataclasses` functions too).
     """
 
+    __slots__ = ("failed", "policy", "set", "skipped", "unsupported")
+    _fields: ClassVar[tuple[str, ...]] = ("policy", "set", "unsupported", "failed", "skipped")
+    __match_args__ = ("policy", "set", "unsupported", "failed", "skipped")
+    _field_types: ClassVar[dict[str, str]] = {
+        "policy": "Policy",
+        "set": "tuple[str, ...]",
+        "unsupported": "tuple[str, ...]",
+        "failed": "tuple[tuple[str, str], ...]",
+        "skipped": "str | None",
+    }
+
     policy: Policy
-    set: tuple[str, ...] = ()
-    unsupported: tuple[str, ...] = ()
-    failed: tuple[tuple[str, str], ...] = ()
-    skipped: str | None = None
+    set: tuple[str, ...]
+    unsupported: tuple[str, ...]
+    failed: tuple[tuple[str, str], ...]
+    skipped: str | None
+
+    def __init__(
+        self,
+        *,
+        policy: Policy,
+        set: tuple[str, ...] = (),
+        unsupported: tuple[str, ...] = (),
+        failed: tuple[tuple[str, str], ...] = (),
+        skipped: str | None = None,
+    ) -> None:
+        object.__setattr__(self, "policy", policy)
+        object.__setattr__(self, "set", set)
+        object.__setattr__(self, "unsupported", unsupported)
+        object.__setattr__(self, "failed", failed)
+        object.__setattr__(self, "skipped", skipped)
 
     @property
     def ok(self) -> bool:
@@ -90,17 +197,38 @@ class Applied:
         return self.skipped is None and not self.failed
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """A policy compiled for one platform: the exact calls :func:`keepalive.apply` makes."""
+class Plan(Value):
+    """A policy compiled for one platform: the exact calls :func:`keepalive.apply` makes.
 
-    #: (option name, level, optname, value), in call order. TCP-level options come first, so a socket that is
-    #: not TCP fails on the first call with nothing changed; SO_KEEPALIVE comes last.
+    ``calls``: (option name, level, optname, value), in call order. TCP-level options come first, so a socket
+    that is not TCP fails on the first call with nothing changed; SO_KEEPALIVE comes last. ``ioctl``: Windows'
+    fallback, (SIO_KEEPALIVE_VALS, (1, idle_ms, interval_ms)) for ``sock.ioctl``, or None. ``success``: the
+    result when every call succeeds (shared, so the hot path allocates nothing).
+    """
+
+    __slots__ = ("calls", "ioctl", "success")
+    _fields: ClassVar[tuple[str, ...]] = ("calls", "ioctl", "success")
+    __match_args__ = ("calls", "ioctl", "success")
+    _field_types: ClassVar[dict[str, str]] = {
+        "calls": "tuple[tuple[str, int, int, int], ...]",
+        "ioctl": "tuple[int, tuple[int, int, int]] | None",
+        "success": "Applied",
+    }
+
     calls: tuple[tuple[str, int, int, int], ...]
-    #: Windows' fallback: (SIO_KEEPALIVE_VALS, (1, idle_ms, interval_ms)) for ``sock.ioctl``, or None.
     ioctl: tuple[int, tuple[int, int, int]] | None
-    #: The result when every call succeeds (shared, so the hot path allocates nothing).
     success: Applied
+
+    def __init__(
+        self,
+        *,
+        calls: tuple[tuple[str, int, int, int], ...],
+        ioctl: tuple[int, tuple[int, int, int]] | None,
+        success: Applied,
+    ) -> None:
+        object.__setattr__(self, "calls", calls)
+        object.__setattr__(self, "ioctl", ioctl)
+        object.__setattr__(self, "success", success)
 
 
 def compile_plan(policy: Policy, platform: PlatformInfo) -> Plan:

@@ -19,11 +19,12 @@ import math
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from keepalive._exceptions import InvalidPolicy
 from keepalive._log import get_logger
+from keepalive._value import Value
+from keepalive._words import is_keep, is_off
 
 __all__ = [
     "BUILTIN_POLICY",
@@ -61,7 +62,6 @@ ENV_COUNT: Final = "KEEPALIVE_COUNT"
 ENV_USER_TIMEOUT: Final = "KEEPALIVE_USER_TIMEOUT"
 ENV_PATH_TIMEOUT: Final = "KEEPALIVE_PATH_TIMEOUT"
 _ENV_VARS: Final = (ENV_IDLE, ENV_INTERVAL, ENV_COUNT, ENV_USER_TIMEOUT, ENV_PATH_TIMEOUT)
-_OFF_WORDS: Final = frozenset({"off", "none", "no", "false", "disabled"})
 
 
 class _Derived:
@@ -93,16 +93,33 @@ def _user_timeout(name: str, value: object) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidPolicy(f"{name} must be a number of seconds in 0..{USER_TIMEOUT_MAX:g} or None, got {value!r}")
+        raise InvalidPolicy(
+            f"{name} must be a number of seconds in 0..{USER_TIMEOUT_MAX!r} (0 = off) or None (keep), got {value!r}"
+        )
     if not math.isfinite(value) or not 0 <= value <= USER_TIMEOUT_MAX:
-        raise InvalidPolicy(f"{name} must be in 0..{USER_TIMEOUT_MAX:g} seconds (0 = off), got {value!r}")
+        raise InvalidPolicy(f"{name} must be in 0..{USER_TIMEOUT_MAX!r} seconds (0 = off), got {value!r}")
     if 0 < value < 0.001:
         raise InvalidPolicy(f"{name} must be 0 or at least 0.001 seconds (1 ms), got {value!r}")
     return value
 
 
-@dataclass(frozen=True, slots=True, init=False)
-class Policy:
+def _user_timeout_text(name: str, text: str) -> float | None:
+    """A user timeout written as text: a keep word -> None, an off word -> 0, else seconds (see keepalive._words)."""
+    if is_keep(text):
+        return None
+    if is_off(text):
+        return 0
+    return _user_timeout(name, _env_number(name, text))
+
+
+def _seconds(value: float) -> str:
+    """``value`` as text that parses back to exactly the same number: ``60``, ``1234.5678``, ``2147483.647``."""
+    if isinstance(value, int):
+        return str(value)
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+class Policy(Value):
     """Per-connection TCP keepalive settings.
 
     Args:
@@ -111,8 +128,15 @@ class Policy:
         count: unanswered probes before the connection is dropped (TCP_KEEPCNT), 1..127.
         user_timeout: TCP_USER_TIMEOUT in seconds: how long sent data may stay unacknowledged (and, on Linux,
             how long keepalive may go unanswered) before the connection is dropped. Defaults to
-            ``idle + interval * count`` (at most 2147483 s); ``None`` leaves the socket's own value; ``0`` sets
-            the kernel default (off).
+            ``idle + interval * count`` (at most 2147483 s); ``0`` turns TCP_USER_TIMEOUT off (the kernel's
+            default); ``None`` leaves the socket's own value. As text (environment, ``--policy``): ``off`` = 0,
+            ``keep`` = None (:mod:`keepalive._words`).
+
+    Frozen, slotted, keyword-only, hashable and comparable, with a repr that evaluates back to an equal policy.
+    It works with :mod:`dataclasses` (``fields``, ``asdict``, ``replace``, ``is_dataclass``) although it is not
+    built by it (that import is expensive, and this class is imported by ``import keepalive``).
+    ``dataclasses.replace(policy, idle=30)`` copies every other field as it is, ``user_timeout`` included;
+    :meth:`replace` re-derives a derived ``user_timeout``.
 
     Raises:
         InvalidPolicy: a value is out of range; the message names the field, the value and the range.
@@ -121,11 +145,22 @@ class Policy:
     Policy(idle=60, interval=10, count=5, user_timeout=110)
     """
 
+    __slots__ = ("_plan", "count", "idle", "interval", "user_timeout")
+    __match_args__ = ("idle", "interval", "count", "user_timeout")
+    _fields: ClassVar[tuple[str, ...]] = ("idle", "interval", "count", "user_timeout")
+    _field_types: ClassVar[dict[str, str]] = {
+        "idle": "int",
+        "interval": "int",
+        "count": "int",
+        "user_timeout": "float | None",
+    }
+
     idle: int
     interval: int
     count: int
     user_timeout: float | None
-    _plan: Any = field(repr=False, compare=False, hash=False)
+    #: The platform's setsockopt plan, compiled on first apply() (keepalive._socket); not a field.
+    _plan: Any
 
     def __init__(
         self,
@@ -147,7 +182,6 @@ class Policy:
         object.__setattr__(self, "interval", interval)
         object.__setattr__(self, "count", count)
         object.__setattr__(self, "user_timeout", user_timeout)
-        # The platform's setsockopt plan, compiled on first apply() (keepalive._platform).
         object.__setattr__(self, "_plan", None)
 
     @property
@@ -159,12 +193,19 @@ class Policy:
 
     @property
     def detection_time(self) -> float:
-        """Worst-case seconds to notice a silent peer on an idle connection: ``idle + interval * count``,
-        or the user timeout when that is shorter (Linux aborts once it has elapsed)."""
-        keepalive = self.idle + self.interval * self.count
-        if self.user_timeout:
-            return min(keepalive, max(self.user_timeout, self.idle + self.interval))
-        return keepalive
+        """Worst-case seconds for Linux to drop an idle connection whose peer went silent.
+
+        Without a user timeout (``0`` or ``None``): ``idle + interval * count``. With one, Linux ignores
+        TCP_KEEPCNT: at each keepalive timer (``idle``, ``idle + interval``, ...) it aborts once the silence has
+        lasted ``user_timeout`` and at least one probe went unanswered, so the answer is the first
+        ``idle + k * interval`` (``k >= 1``) that is at least ``user_timeout`` — longer than
+        ``idle + interval * count`` when ``user_timeout`` is (net/ipv4/tcp_timer.c, ``tcp_keepalive_timer``).
+        Platforms without TCP_USER_TIMEOUT use ``idle + interval * count``.
+        """
+        if not self.user_timeout:
+            return self.idle + self.interval * self.count
+        probes = max(1, math.ceil((self.user_timeout - self.idle) / self.interval))
+        return self.idle + self.interval * probes
 
     def replace(self, **changes: Any) -> Policy:
         """A copy with some fields changed; ``user_timeout`` is re-derived unless given or set to None."""
@@ -205,7 +246,8 @@ class Policy:
         """The policy set by environment variables, or None when none of them is set.
 
         ``KEEPALIVE_IDLE``, ``KEEPALIVE_INTERVAL``, ``KEEPALIVE_COUNT`` (whole seconds / probes),
-        ``KEEPALIVE_USER_TIMEOUT`` (seconds, or ``off`` to leave the socket's own) and ``KEEPALIVE_PATH_TIMEOUT``
+        ``KEEPALIVE_USER_TIMEOUT`` (seconds; ``off`` or ``0`` turns it off; ``keep`` leaves the socket's own) and
+        ``KEEPALIVE_PATH_TIMEOUT``
         (seconds: start from :meth:`below` of it). Fields not given come from ``below(KEEPALIVE_PATH_TIMEOUT)``
         when that is set, else from :data:`BUILTIN_POLICY`. Empty values count as unset.
 
@@ -238,13 +280,10 @@ class Policy:
                     raise InvalidPolicy(f"{name}={raw[name]!r}: {exc}") from None
         if ENV_USER_TIMEOUT in raw:
             text = raw[ENV_USER_TIMEOUT]
-            if text.lower() in _OFF_WORDS:
-                fields["user_timeout"] = None
-            else:
-                try:
-                    fields["user_timeout"] = _user_timeout(ENV_USER_TIMEOUT, _env_number(ENV_USER_TIMEOUT, text))
-                except InvalidPolicy as exc:
-                    raise InvalidPolicy(f"{ENV_USER_TIMEOUT}={text!r}: {exc}") from None
+            try:
+                fields["user_timeout"] = _user_timeout_text(ENV_USER_TIMEOUT, text)
+            except InvalidPolicy as exc:
+                raise InvalidPolicy(f"{ENV_USER_TIMEOUT}={text!r}: {exc}") from None
         policy = cls(**fields)
         if path_timeout is not None and policy.idle + policy.interval >= path_timeout:
             raise InvalidPolicy(
@@ -258,7 +297,9 @@ class Policy:
     def parse(cls, text: str) -> Policy:
         """Parse ``"idle,interval,count[,user_timeout]"`` or ``"idle=60,interval=10,count=5,user_timeout=off"``.
 
-        Missing fields keep the built-in default's values. Used by command-line flags such as ``--policy``.
+        Missing fields keep the built-in default's values. ``user_timeout`` takes seconds, ``off`` (or ``0``: turn
+        TCP_USER_TIMEOUT off) or ``keep`` (leave the socket's own value). Used by command-line flags such as
+        ``--policy``.
 
         Raises:
             InvalidPolicy: the text is malformed or a value is out of range; the message quotes the text.
@@ -279,8 +320,8 @@ class Policy:
                     raise InvalidPolicy(f"policy {text!r}: at most 4 values (idle,interval,count,user_timeout)")
                 key, value = names[index], part
             value = value.strip()
-            if key == "user_timeout" and value.lower() in _OFF_WORDS:
-                fields[key] = None
+            if key == "user_timeout" and (is_keep(value) or is_off(value)):
+                fields[key] = _user_timeout_text(key, value)
                 continue
             try:
                 fields[key] = _env_number(key, value)
@@ -297,11 +338,16 @@ class Policy:
             ENV_IDLE: str(self.idle),
             ENV_INTERVAL: str(self.interval),
             ENV_COUNT: str(self.count),
-            ENV_USER_TIMEOUT: "off" if self.user_timeout is None else f"{self.user_timeout:g}",
+            ENV_USER_TIMEOUT: "keep" if self.user_timeout is None else _seconds(self.user_timeout),
         }
 
     def __str__(self) -> str:
-        user = "off" if self.user_timeout is None else f"{self.user_timeout:g}s"
+        if self.user_timeout is None:
+            user = "keep"
+        elif self.user_timeout == 0:
+            user = "off"
+        else:
+            user = f"{_seconds(self.user_timeout)}s"
         return f"idle={self.idle}s interval={self.interval}s count={self.count} user_timeout={user}"
 
     def to_dict(self) -> dict[str, Any]:

@@ -18,7 +18,11 @@ __all__ = ["SocketLike", "apply", "create_connection", "create_server", "socket_
 log = get_logger("socket")
 
 _GLOBAL_DEFAULT_TIMEOUT: Final[Any] = getattr(socket, "_GLOBAL_DEFAULT_TIMEOUT", object())
-_CAUGHT: Final = (OSError, AttributeError, TypeError, ValueError, OverflowError)
+#: What a socket's setsockopt raises for a socket that cannot take an option (closed, not TCP, refused). Not
+#: AttributeError or TypeError: those are programmer errors (not a socket at all) and are raised as TypeError.
+_CAUGHT: Final = (OSError, ValueError, OverflowError)
+#: (option, errno or exception name) of the refusals already logged as a WARNING in this process.
+_warned: dict[tuple[str, int | str], object] = {}
 
 
 class SocketLike(Protocol):
@@ -43,7 +47,9 @@ def apply(sock: SocketLike, policy: Policy | None = None, *, strict: bool = Fals
     ``TransportSocket``, a trio socket), connected or not; apply before ``connect()`` to cover the handshake.
 
     The hot path makes only the setsockopt calls. A socket that is not TCP (UDP, AF_UNIX) or is closed is left
-    untouched: by default a DEBUG log line and an :class:`Applied` whose ``skipped`` says why.
+    untouched: by default a DEBUG log line and an :class:`Applied` whose ``skipped`` says why. A TCP socket that
+    refuses an option gets the others; the refusal is in ``Applied.failed`` and is logged as a WARNING on
+    ``keepalive.socket`` once per process for each option and error.
 
     Args:
         sock: the socket.
@@ -55,8 +61,12 @@ def apply(sock: SocketLike, policy: Policy | None = None, *, strict: bool = Fals
 
     Raises:
         KeepaliveError: only with ``strict=True``.
-        TypeError: ``policy`` is not a :class:`Policy`.
+        TypeError: ``sock`` is not a socket (has no ``setsockopt``), or ``policy`` is not a :class:`Policy`.
     """
+    try:
+        setsockopt = sock.setsockopt
+    except AttributeError:
+        raise _not_a_socket(sock) from None
     if policy is None:
         policy = resolve_default_policy()
     try:
@@ -66,24 +76,41 @@ def apply(sock: SocketLike, policy: Policy | None = None, *, strict: bool = Fals
     if plan is None:
         plan = _plan_for(policy)
     try:
-        setsockopt = sock.setsockopt
         for _name, level, optname, value in plan.calls:
             setsockopt(level, optname, value)
         if plan.ioctl is not None:
-            sock.ioctl(*plan.ioctl)  # type: ignore[attr-defined]
+            _ioctl(sock)(*plan.ioctl)
     except _CAUGHT as exc:
         return _after_failure(sock, policy, plan, exc, strict)
     return plan.success
 
 
+def _not_a_socket(sock: object) -> TypeError:
+    return TypeError(f"apply() needs a socket (an object with setsockopt()), got {type(sock).__name__}: {sock!r:.80}")
+
+
+def _ioctl(sock: Any) -> Any:
+    """``sock.ioctl`` (Windows' SIO_KEEPALIVE_VALS), or a function raising OSError where the socket has none."""
+    ioctl = getattr(sock, "ioctl", None)
+    if ioctl is None:
+
+        def missing(*_args: object) -> None:
+            raise OSError(errno.EOPNOTSUPP, f"{type(sock).__name__} has no ioctl()")
+
+        return missing
+    return ioctl
+
+
 def _apply_with(sock: Any, policy: Policy, platform: PlatformInfo, *, strict: bool = False) -> Applied:
     """apply() for another platform's constants (tests drive the macOS/Windows/BSD branches through this)."""
+    if not hasattr(sock, "setsockopt"):
+        raise _not_a_socket(sock)
     plan = compile_plan(policy, platform)
     try:
         for _name, level, optname, value in plan.calls:
             sock.setsockopt(level, optname, value)
         if plan.ioctl is not None:
-            sock.ioctl(*plan.ioctl)
+            _ioctl(sock)(*plan.ioctl)
     except _CAUGHT as exc:
         return _after_failure(sock, policy, plan, exc, strict)
     return plan.success
@@ -98,8 +125,6 @@ def _describe(sock: Any) -> str:
 
 def _skip_reason(sock: Any, exc: BaseException) -> str | None:
     """Why ``sock`` cannot take keepalive at all, or None when it is a TCP socket that refused one option."""
-    if not hasattr(sock, "setsockopt"):
-        return f"{type(sock).__name__} has no setsockopt()"
     try:
         if sock.fileno() == -1:
             return "the socket is closed"
@@ -126,18 +151,21 @@ def _after_failure(sock: Any, policy: Policy, plan: Plan, exc: BaseException, st
     # A TCP socket that refused an option (an old kernel, a sandbox): set what can be set, report the rest.
     done: list[str] = []
     failed: list[tuple[str, str]] = []
+    errors: list[BaseException] = []
     for name, level, optname, value in plan.calls:
         try:
             sock.setsockopt(level, optname, value)
             done.append(name)
         except _CAUGHT as error:
             failed.append((name, _error_text(error)))
+            errors.append(error)
     if plan.ioctl is not None:
         try:
-            sock.ioctl(*plan.ioctl)
+            _ioctl(sock)(*plan.ioctl)
             done.append("SIO_KEEPALIVE_VALS")
         except _CAUGHT as error:
             failed.append(("SIO_KEEPALIVE_VALS", _error_text(error)))
+            errors.append(error)
     if failed:
         log.debug(
             "keepalive partly applied to %s: failed %s",
@@ -145,11 +173,31 @@ def _after_failure(sock: Any, policy: Policy, plan: Plan, exc: BaseException, st
             ", ".join(f"{name} ({text})" for name, text in failed),
             extra={"keepalive_failed": dict(failed)},
         )
+        for (name, text), refusal in zip(failed, errors, strict=True):
+            _warn_once(sock, name, text, refusal)
         if strict:
             raise KeepaliveError(
                 "cannot apply keepalive: " + ", ".join(f"{name}: {text}" for name, text in failed)
             ) from exc
     return Applied(policy=policy, set=tuple(done), unsupported=plan.success.unsupported, failed=tuple(failed))
+
+
+def _warn_once(sock: Any, option: str, text: str, error: BaseException) -> None:
+    """One WARNING per process for each (option, errno) the kernel refused; later ones are DEBUG only."""
+    code: int | str = error.errno if isinstance(error, OSError) and error.errno is not None else type(error).__name__
+    key = (option, code)
+    if key in _warned:
+        return
+    token = object()
+    if _warned.setdefault(key, token) is not token:  # atomic: another thread logged it first
+        return
+    log.warning(
+        "keepalive: the kernel refused %s on %s: %s; the other options were set (logged once per option and error)",
+        option,
+        _describe(sock),
+        text,
+        extra={"keepalive_option": option, "keepalive_errno": code, "keepalive_error": text},
+    )
 
 
 def _error_text(error: BaseException) -> str:

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from keepalive._log import get_logger
 from keepalive._platform import CURRENT
 from keepalive._policy import Policy
 from keepalive._socket import apply
+from keepalive._value import Value
 
 __all__ = ["Tightened", "log_tightened", "tighten"]
 
@@ -45,8 +45,7 @@ _USER_TIMEOUT: Final = CURRENT.user_timeout
 _READABLE: Final = len(_TIMINGS) == 3
 
 
-@dataclass(frozen=True, slots=True)
-class Tightened:
+class Tightened(Value):
     """What :func:`tighten` found and did on one socket.
 
     Attributes:
@@ -57,10 +56,32 @@ class Tightened:
         error: why the socket could not be read or changed, or None.
     """
 
+    __slots__ = ("after", "before", "changed", "error")
+    _fields: ClassVar[tuple[str, ...]] = ("before", "after", "changed", "error")
+    __match_args__ = ("before", "after", "changed", "error")
+    _field_types: ClassVar[dict[str, str]] = {
+        "before": "tuple[bool | None, int | None, int | None, int | None, int | None]",
+        "after": "tuple[bool | None, int | None, int | None, int | None, int | None]",
+        "changed": "tuple[str, ...]",
+        "error": "str | None",
+    }
+
     before: tuple[bool | None, int | None, int | None, int | None, int | None]
     after: tuple[bool | None, int | None, int | None, int | None, int | None]
     changed: tuple[str, ...]
-    error: str | None = None
+    error: str | None
+
+    def __init__(
+        self,
+        before: tuple[bool | None, int | None, int | None, int | None, int | None],
+        after: tuple[bool | None, int | None, int | None, int | None, int | None],
+        changed: tuple[str, ...],
+        error: str | None = None,
+    ) -> None:
+        object.__setattr__(self, "before", before)
+        object.__setattr__(self, "after", after)
+        object.__setattr__(self, "changed", changed)
+        object.__setattr__(self, "error", error)
 
     @property
     def loosened(self) -> bool:

@@ -11,15 +11,17 @@ own socket, sets the keepalive options (and TCP_NODELAY, as anyio does) before `
 
 from __future__ import annotations
 
+import errno
 import socket
 import ssl
+import sys
 from collections.abc import Callable
 from ipaddress import IPv6Address, ip_address
 from typing import Any, Literal, overload
 
 try:
     import anyio
-    from anyio.abc import IPAddressType, Listener, SocketAttribute, SocketStream, TaskGroup
+    from anyio.abc import IPAddressType, Listener, SocketAttribute, SocketListener, SocketStream, TaskGroup
     from anyio.streams.stapled import MultiListener
     from anyio.streams.tls import TLSStream
 except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
@@ -282,19 +284,113 @@ async def create_tcp_listener(
 ) -> MultiListener[SocketStream]:
     """:func:`anyio.create_tcp_listener` whose accepted streams carry ``policy``.
 
-    The policy is set on every listening socket (Linux copies it to each accepted socket). On other platforms
-    each listener is wrapped so that every accepted stream gets the policy before the handler sees it; the
-    multi-listener's extra attributes (``SocketAttribute.local_port``, ...) are unchanged.
+    The listening sockets are made as anyio makes them (the same addresses, one dual-stack socket for "any
+    host", the same port on every address when ``local_port`` is 0, SO_REUSEADDR / SO_EXCLUSIVEADDRUSE,
+    ``reuse_port``, backlog capped at 65536), with the policy set between ``bind()`` and ``listen()``, and
+    handed to :meth:`anyio.abc.SocketListener.from_socket`: no connection can be accepted before the listener
+    carries the options, and Linux copies them to each accepted socket. On other platforms each listener is
+    wrapped so that every accepted stream gets the policy before the handler sees it; the multi-listener's
+    extra attributes (``SocketAttribute.local_port``, ...) are unchanged.
     """
     policy = _runtime.resolve(policy)
-    multi = await anyio.create_tcp_listener(
-        local_host=local_host, local_port=local_port, family=family, backlog=backlog, reuse_port=reuse_port
+    sockets = await _listening_sockets(
+        local_host=local_host,
+        local_port=local_port,
+        family=family,
+        backlog=min(backlog, 65536),
+        reuse_port=reuse_port,
+        policy=policy,
     )
-    for listener in multi.listeners:
-        _apply_options(listener.extra(SocketAttribute.raw_socket), policy)
+    listeners: list[Listener[SocketStream]] = []
+    try:
+        while sockets:
+            listeners.append(await SocketListener.from_socket(sockets[0]))  # owns the socket from here on
+            sockets.pop(0)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        for listener in listeners:
+            await anyio.aclose_forcefully(listener)
+        raise
     if _accepted_inherit:
-        return multi
-    return MultiListener([_ApplyingListener(listener, policy) for listener in multi.listeners])
+        return MultiListener(listeners)
+    return MultiListener([_ApplyingListener(listener, policy) for listener in listeners])
+
+
+async def _listening_sockets(
+    *,
+    local_host: IPAddressType | None,
+    local_port: int,
+    family: _AnyIPAddressFamily,
+    backlog: int,
+    reuse_port: bool,
+    policy: Policy,
+) -> list[socket.socket]:
+    """anyio's listening sockets (anyio/_core/_sockets.py, ``create_tcp_listener``), with the policy applied
+    before ``listen()``."""
+
+    def setup(fam: socket.AddressFamily, address: tuple[Any, ...], *, v6only: bool = True) -> socket.socket:
+        sock = socket.socket(fam)
+        try:
+            sock.setblocking(False)
+            if fam == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
+            if sys.platform == "win32":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)  # type: ignore[attr-defined,unused-ignore]
+            else:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if fam == socket.AF_INET6 and "%" in address[0]:  # anyio#554: a scope id in the address text
+                host, scope_id = address[0].split("%", 1)
+                address = (host, address[1], 0, int(scope_id))
+            sock.bind(address)
+            _apply_options(sock, policy)
+            sock.listen(backlog)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    host = str(local_host) if local_host is not None else None
+    # anyio passes type=0 outside Windows (a uvloop workaround, uvloop#539) and keeps the stream results.
+    infos = await anyio.getaddrinfo(
+        host,
+        local_port,
+        family=family,
+        type=socket.SOCK_STREAM if sys.platform == "win32" else 0,
+        flags=socket.AI_PASSIVE | socket.AI_ADDRCONFIG,
+    )
+    sockaddrs = sorted({info for info in infos if info[1] == socket.SOCK_STREAM})
+    if (
+        host is None
+        and family == socket.AF_UNSPEC
+        and socket.has_dualstack_ipv6()
+        and any(fam == socket.AF_INET6 for fam, *_ in infos)
+    ):
+        return [setup(socket.AF_INET6, ("::", local_port), v6only=False)]
+    errors: list[OSError] = []
+    for _attempt in range(10):  # as anyio: enough to absorb ephemeral port collisions between families
+        sockets: list[socket.socket] = []
+        port = local_port
+        try:
+            for fam, *_, sockaddr in sockaddrs:
+                sock = setup(fam, (sockaddr[0], port, *sockaddr[2:]))
+                sockets.append(sock)
+                if local_port == 0 and len(infos) > 1:
+                    port = sock.getsockname()[1]  # the same port on every address
+        except BaseException as exc:
+            for sock in sockets:
+                sock.close()
+            if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE and local_port == 0 and port:
+                errors.append(exc)
+                sockaddrs.append(sockaddrs.pop(0))
+                continue
+            raise
+        return sockets
+    raise OSError(f"Could not create {len(sockaddrs)} listeners with a consistent port") from ExceptionGroup(
+        "Several bind attempts failed", errors
+    )
 
 
 class _ApplyingListener(Listener[SocketStream]):

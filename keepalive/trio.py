@@ -8,7 +8,9 @@ gets the keepalive options between ``socket()`` and ``connect()``.
 
 from __future__ import annotations
 
+import errno
 import ssl
+import sys
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any, NoReturn
@@ -158,21 +160,52 @@ async def open_tcp_listeners(
     backlog: int | None = None,
     policy: Policy | None = None,
 ) -> list[trio.SocketListener]:
-    """:func:`trio.open_tcp_listeners` with ``policy`` set on each listening socket.
+    """:func:`trio.open_tcp_listeners` with ``policy`` set on each listening socket before ``listen()``.
 
-    Linux copies the listener's options to every accepted socket, so on Linux every stream these listeners
-    accept carries the policy. Other platforms do not promise that: use :func:`serve_tcp` there (it applies the
-    policy to each accepted stream), or call :func:`apply` on each accepted stream.
+    The sockets are made as trio makes them (the same addresses, SO_REUSEADDR, IPV6_V6ONLY, backlog capped at
+    0xFFFF, the same error when no address family works), with the options set between ``bind()`` and
+    ``listen()``: no connection can be accepted before the listener carries them. Linux copies the listener's
+    options to every accepted socket, so on Linux every stream these listeners accept carries the policy. Other
+    platforms do not promise that: use :func:`serve_tcp` there (it applies the policy to each accepted stream),
+    or call :func:`apply` on each accepted stream.
     """
     policy = _runtime.resolve(policy)
-    listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+    if not isinstance(port, int):
+        raise TypeError(f"port must be an int not {port!r}")
+    if backlog is not None and not isinstance(backlog, int):
+        raise TypeError(f"backlog must be an int or None, not {backlog!r}")
+    computed_backlog = 0xFFFF if backlog is None else min(backlog, 0xFFFF)
+    addresses = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM, flags=trio.socket.AI_PASSIVE)
+    listeners: list[trio.SocketListener] = []
+    unsupported: list[OSError] = []
     try:
-        for listener in listeners:
-            _apply_options(listener.socket, policy)
+        for family, kind, proto, _, sockaddr in addresses:
+            try:
+                sock = trio.socket.socket(family, kind, proto)
+            except OSError as exc:
+                if exc.errno == errno.EAFNOSUPPORT:
+                    unsupported.append(exc)
+                    continue
+                raise
+            try:
+                if sys.platform != "win32":
+                    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+                if family == trio.socket.AF_INET6:
+                    sock.setsockopt(trio.socket.IPPROTO_IPV6, trio.socket.IPV6_V6ONLY, 1)
+                await sock.bind(sockaddr)
+                _apply_options(sock, policy)
+                sock.listen(computed_backlog)
+                listeners.append(trio.SocketListener(sock))
+            except BaseException:
+                sock.close()
+                raise
     except BaseException:
         for listener in listeners:
             listener.socket.close()
         raise
+    if unsupported and not listeners:
+        message = "This system doesn't support any of the kinds of socket that that address could use"
+        raise OSError(errno.EAFNOSUPPORT, message) from ExceptionGroup(message, unsupported)
     return listeners
 
 

@@ -44,6 +44,65 @@ def expected_options(policy: Policy) -> dict[str, int]:
     }
 
 
+def _forget_keepalive(sock: Any) -> None:
+    """Reset the keepalive options to the kernel's defaults: SO_KEEPALIVE off, 7200/75/9, no user timeout."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 0)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 7200)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 75)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 9)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 0)
+
+
+@contextlib.contextmanager
+def accepted_sockets_do_not_inherit() -> Iterator[None]:
+    """Make ``accept()`` behave like a platform whose accepted sockets do not inherit the listener's keepalive
+    options: every socket that ``socket.socket.accept`` (asyncio, anyio on asyncio) or a trio socket's
+    ``accept`` (trio, anyio on trio) returns has them reset to the kernel's defaults before the caller sees it.
+    A test of the per-connection path then fails when that path does not apply the policy (on Linux the
+    inherited options would hide it)."""
+    original = socket.socket.accept
+
+    def accept(self: socket.socket) -> tuple[socket.socket, Any]:
+        conn, address = original(self)
+        _forget_keepalive(conn)
+        return conn, address
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "accept", accept)
+        try:
+            import trio._socket
+        except ImportError:
+            pass
+        else:
+            # The concrete class behind trio's public socket API (making an instance needs a running trio).
+            trio_socket_type: Any = trio._socket._SocketType
+            trio_accept = trio_socket_type.accept
+
+            async def accept_trio(self: Any) -> tuple[Any, Any]:
+                conn, address = await trio_accept(self)
+                _forget_keepalive(conn)
+                return conn, address
+
+            mp.setattr(trio_socket_type, "accept", accept_trio)
+        yield
+
+
+@contextlib.contextmanager
+def options_at_listen() -> Iterator[list[dict[str, int]]]:
+    """Record :func:`keepalive_options` of every socket at the moment ``socket.socket.listen`` is called on it
+    (asyncio, anyio and trio all listen through it): what a connection accepted right after listen() inherits."""
+    seen: list[dict[str, int]] = []
+    original = socket.socket.listen
+
+    def listen(self: socket.socket, *args: Any) -> None:
+        seen.append(keepalive_options(self))
+        original(self, *args)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "listen", listen)
+        yield seen
+
+
 def assert_policy_applied(sock: Any, policy: Policy) -> None:
     """Assert that the live socket carries ``policy`` (read back with getsockopt)."""
     got = keepalive_options(sock)
@@ -101,9 +160,6 @@ def lab_unavailable_reason() -> str | None:
     for tool in ("ip", "nft", "sysctl"):
         if shutil.which(tool) is None:
             return f"needs the {tool!r} command"
-    if not os.path.exists("/proc/sys/net/netfilter") and not os.path.exists("/proc/net/nf_conntrack"):
-        # nf_conntrack may still load on first use; the lab itself reports the precise error.
-        pass
     return None
 
 

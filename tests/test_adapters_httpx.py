@@ -10,7 +10,7 @@ import pytest
 
 import keepalive
 from keepalive import Policy
-from tests.helpers import LINUX, assert_policy_applied, socket_for_local_port
+from tests.helpers import LINUX, assert_policy_applied, expected_options, keepalive_options, socket_for_local_port
 from tests.http_servers import (
     OriginServer,
     ProxyServer,
@@ -57,6 +57,41 @@ def test_transport_applies_policy_on_direct_and_reused_connection(origin: Origin
         assert_applied(first)
         assert get_port(client, origin.url) == first
         assert_applied(first)
+
+
+def test_direct_connection_gets_the_options_after_connect_and_before_the_request(
+    origin: OriginServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exactly what the adapter claims: httpcore connects first and then sets socket_options, so at connect()
+    the socket has no keepalive yet, and the first byte of the request leaves a socket that carries the policy."""
+    at_connect: list[dict[str, int]] = []
+    at_first_send: list[dict[str, int]] = []
+    connect, send, sendall = socket.socket.connect, socket.socket.send, socket.socket.sendall
+
+    def recording_connect(self: socket.socket, address: Any) -> None:
+        if address[1] == origin.port:
+            at_connect.append(keepalive_options(self))
+        connect(self, address)
+
+    def record_first_send(sock: socket.socket) -> None:
+        if not at_first_send and sock.getpeername()[1] == origin.port:
+            at_first_send.append(keepalive_options(sock))
+
+    def recording_send(self: socket.socket, data: Any, *args: Any) -> int:
+        record_first_send(self)
+        return send(self, data, *args)
+
+    def recording_sendall(self: socket.socket, data: Any, *args: Any) -> None:
+        record_first_send(self)
+        sendall(self, data, *args)
+
+    monkeypatch.setattr(socket.socket, "connect", recording_connect)
+    monkeypatch.setattr(socket.socket, "send", recording_send)
+    monkeypatch.setattr(socket.socket, "sendall", recording_sendall)
+    with httpx.Client(transport=ka_httpx.HTTPTransport(policy=POLICY)) as client:
+        get_port(client, origin.url)
+    assert [options["keepalive"] for options in at_connect] == [0]
+    assert at_first_send == [expected_options(POLICY)]
 
 
 def test_transport_https_and_other_arguments_pass_through(tls_origin: OriginServer) -> None:

@@ -22,7 +22,15 @@ from anyio.streams.tls import TLSListener, TLSStream
 import keepalive
 import keepalive.anyio
 from tests.async_support import ENV_POLICY, HOSTS, POLICY, connections_to, one_port, refusing_port, tls_contexts
-from tests.helpers import LINUX, assert_policy_applied, echo_server, expected_options, keepalive_options
+from tests.helpers import (
+    LINUX,
+    accepted_sockets_do_not_inherit,
+    assert_policy_applied,
+    echo_server,
+    expected_options,
+    keepalive_options,
+    options_at_listen,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.skipif(not LINUX, reason="reads Linux keepalive options back")]
 
@@ -323,11 +331,33 @@ async def test_create_tcp_listener_accepted_streams_carry_the_policy(
             if inherit:
                 assert_policy_applied(raw(inner), POLICY)
         port = listener.extra(SocketAttribute.local_port)
-        tg.start_soon(listener.serve, handler)
-        async with await anyio.connect_tcp("127.0.0.1", port):
-            await done.wait()
+        with contextlib.ExitStack() as stack:
+            if not inherit:
+                stack.enter_context(accepted_sockets_do_not_inherit())
+            tg.start_soon(listener.serve, handler)
+            async with await anyio.connect_tcp("127.0.0.1", port):
+                await done.wait()
         tg.cancel_scope.cancel()
     assert seen == [expected_options(POLICY)]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", None])
+async def test_create_tcp_listener_sets_the_policy_before_listen(host: str | None) -> None:
+    """issue 15: the options are on each listening socket when listen() is called, so a connection accepted
+    right away inherits them; the sockets are anyio's (one dual-stack socket for any host, one port for all)."""
+    with options_at_listen() as seen:
+        listener = await keepalive.anyio.create_tcp_listener(local_host=host, policy=POLICY)
+    async with listener:
+        assert seen
+        assert seen == [expected_options(POLICY)] * len(listener.listeners)
+        ports = {inner.extra(SocketAttribute.local_port) for inner in listener.listeners}
+        assert len(ports) == 1
+        reference = await anyio.create_tcp_listener(local_host=host)
+        async with reference:
+            families = sorted(inner.extra(SocketAttribute.family) for inner in listener.listeners)
+            assert families == sorted(inner.extra(SocketAttribute.family) for inner in reference.listeners)
+        async with await anyio.connect_tcp("localhost" if host is None else host, ports.pop()) as client:
+            assert keepalive_options(raw(client))["keepalive"] == 0  # the client side is not ours
 
 
 async def test_create_tcp_listener_accept_applies_where_not_inherited(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -336,8 +366,9 @@ async def test_create_tcp_listener_accept_applies_where_not_inherited(monkeypatc
     listener = await keepalive.anyio.create_tcp_listener(local_host="127.0.0.1", policy=POLICY)
     async with listener:
         port = listener.extra(SocketAttribute.local_port)
-        async with await anyio.connect_tcp("127.0.0.1", port), await listener.listeners[0].accept() as stream:  # type: ignore[attr-defined]
-            assert keepalive_options(raw(stream)) == expected_options(POLICY)
+        with accepted_sockets_do_not_inherit():
+            async with await anyio.connect_tcp("127.0.0.1", port), await listener.listeners[0].accept() as stream:  # type: ignore[attr-defined]
+                assert keepalive_options(raw(stream)) == expected_options(POLICY)
 
 
 # -- packaging -----------------------------------------------------------------------------------------------

@@ -17,7 +17,15 @@ import trio.socket
 import keepalive
 import keepalive.trio
 from tests.async_support import ENV_POLICY, POLICY, black_hole, connections_to, refusing_port, tls_contexts
-from tests.helpers import LINUX, assert_policy_applied, echo_server, expected_options, keepalive_options
+from tests.helpers import (
+    LINUX,
+    accepted_sockets_do_not_inherit,
+    assert_policy_applied,
+    echo_server,
+    expected_options,
+    keepalive_options,
+    options_at_listen,
+)
 
 pytestmark = pytest.mark.skipif(not LINUX, reason="reads Linux keepalive options back")
 
@@ -273,10 +281,41 @@ async def test_serve_tcp_accepted_streams_carry_the_policy(inherit: bool, monkey
         listeners = await nursery.start(serve, handler, 0)
         for listener in listeners:
             assert_policy_applied(listener.socket, POLICY)
-        async with await trio.open_tcp_stream(*listeners[0].socket.getsockname()[:2]):
-            await done.wait()
+        with contextlib.ExitStack() as stack:
+            if not inherit:
+                stack.enter_context(accepted_sockets_do_not_inherit())
+            async with await trio.open_tcp_stream(*listeners[0].socket.getsockname()[:2]):
+                await done.wait()
         nursery.cancel_scope.cancel()
     assert seen == [expected_options(POLICY)]
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", None])
+async def test_open_tcp_listeners_set_the_policy_before_listen(host: str | None) -> None:
+    """issue 15: the options are on each listening socket when listen() is called, so a connection accepted
+    right away inherits them; the listeners are trio's (the same addresses and families)."""
+    with options_at_listen() as seen:
+        listeners = await keepalive.trio.open_tcp_listeners(0, host=host, policy=POLICY)
+    reference = await trio.open_tcp_listeners(0, host=host)
+    try:
+        assert seen
+        assert seen == [expected_options(POLICY)] * len(listeners)
+        assert sorted(lst.socket.family for lst in listeners) == sorted(lst.socket.family for lst in reference)
+        assert all(lst.socket.getsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR) for lst in listeners)
+    finally:
+        for listener in (*listeners, *reference):
+            await listener.aclose()
+
+
+@pytest.mark.trio
+async def test_open_tcp_listeners_argument_errors_match_trio() -> None:
+    for kwargs in ({"port": "80"}, {"port": 0, "backlog": "many"}):
+        with pytest.raises(TypeError) as ours:
+            await keepalive.trio.open_tcp_listeners(**kwargs)  # type: ignore[arg-type]
+        with pytest.raises(TypeError) as theirs:
+            await trio.open_tcp_listeners(**kwargs)  # type: ignore[arg-type]
+        assert str(ours.value) == str(theirs.value)
 
 
 @pytest.mark.trio

@@ -15,6 +15,8 @@ import pytest
 
 from keepalive import Policy
 from keepalive.lab import Lab, cleanup_stale, lab_namespaces, parse_conntrack_stats, scenarios
+from keepalive.lab._guard import GUARD_PROTO
+from keepalive.lab._topology import HOST_GUARD_ADDRESSES
 from tests.helpers import require_lab
 
 CONNTRACK_TIMEOUT = 3
@@ -103,20 +105,32 @@ def test_lab_addresses_are_unreachable_from_the_root_namespace(lab: Lab) -> None
             with pytest.raises(OSError) as info:
                 sock.connect((address, 9))
             assert not isinstance(info.value, TimeoutError), f"{address}: the packet left the machine"
-    routes = subprocess.run(["ip", "route", "show", "proto", "187"], check=True, capture_output=True, text=True)
-    guarded = {line.split()[1] for line in routes.stdout.splitlines() if line.startswith("blackhole")}
-    assert {lab.vip, *lab.backends} <= guarded, routes.stdout
-    assert all(address.endswith(("/32",)) or "/" not in address for address in guarded), "only single addresses"
+    routes = subprocess.run(
+        ["ip", "-j", "route", "show", "type", "blackhole", "proto", GUARD_PROTO, "metric", str(os.getpid())],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    guarded = {route["dst"] for route in json.loads(routes.stdout)}
+    # Exactly the routes this lab says it added (none when something else blackholes the addresses already).
+    assert guarded == set(lab._guarded) <= set(HOST_GUARD_ADDRESSES), routes.stdout
 
 
 @pytest.mark.lab
-def test_guard_routes_go_when_the_last_lab_closes() -> None:
+def test_guard_routes_go_when_the_last_lab_of_the_process_closes() -> None:
+    """Labs of one process share the guard routes: they stay while one is up and go with the last one."""
     require_lab()
+
+    def ours() -> str:
+        argv = ["ip", "route", "show", "type", "blackhole", "proto", GUARD_PROTO, "metric", str(os.getpid())]
+        return subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip()
+
+    before = ours()  # another lab of this process (the module's fixture) may hold them already
     with Lab(conntrack_timeout=CONNTRACK_TIMEOUT):
-        pass
-    if not lab_namespaces():
-        routes = subprocess.run(["ip", "route", "show", "proto", "187"], check=True, capture_output=True, text=True)
-        assert routes.stdout.strip() == ""
+        with Lab(conntrack_timeout=CONNTRACK_TIMEOUT):
+            held = ours()
+        assert ours() == held
+    assert ours() == before
 
 
 @pytest.mark.lab

@@ -196,3 +196,144 @@ def test_unknown_platform_without_options_reports_all_unsupported() -> None:
 def test_a_socket_module_without_basics_is_an_error() -> None:
     with pytest.raises(RuntimeError, match="SO_KEEPALIVE"):
         detect("linux", fake_socket_module())
+
+
+# -- mutation testing (CONTRIBUTING.md): behaviours no test pinned down before -----------------------------------
+
+
+def test_old_windows_reports_idle_and_interval_as_supported_through_the_ioctl() -> None:
+    assert detect("win32", WINDOWS, windows_build=14393).supported() == {
+        "SO_KEEPALIVE": True,
+        "TCP_KEEPIDLE": True,
+        "TCP_KEEPINTVL": True,
+        "TCP_KEEPCNT": False,
+        "TCP_USER_TIMEOUT": False,
+    }
+    bare = fake_socket_module(SOL_SOCKET=1, SO_KEEPALIVE=9, IPPROTO_TCP=6)
+    assert detect("sunos5", bare).supported()["TCP_KEEPIDLE"] is False
+
+
+@pytest.mark.parametrize(("missing", "present"), [("TCP_KEEPINTVL", "TCP_KEEPIDLE"), ("TCP_KEEPIDLE", "TCP_KEEPINTVL")])
+def test_a_platform_missing_one_of_idle_and_interval_reports_just_that_one(missing: str, present: str) -> None:
+    """Each of idle and interval is judged on its own: the one that exists is set, the other is unsupported."""
+    constants = {"SOL_SOCKET": 1, "SO_KEEPALIVE": 9, "IPPROTO_TCP": 6, "TCP_KEEPCNT": 6, present: 4}
+    plan = compile_plan(POLICY, detect("linux", fake_socket_module(**constants)))
+    assert [name for name, *_ in plan.calls] == [present, "TCP_KEEPCNT", "SO_KEEPALIVE"]
+    assert plan.success.unsupported == (missing, "TCP_USER_TIMEOUT")
+    assert plan.ioctl is None
+
+
+def test_old_windows_plan_lists_every_call_it_makes() -> None:
+    plan = compile_plan(POLICY, detect("win32", WINDOWS, windows_build=15063))
+    assert plan.success.set == ("TCP_KEEPCNT", "SO_KEEPALIVE", "SIO_KEEPALIVE_VALS")
+
+
+def test_a_refusal_on_another_platform_keeps_the_policy_and_names_the_error() -> None:
+    sock = RecordingSocket(refuse={(6, 16)})
+    applied = _apply_with(sock, POLICY, detect("win32", WINDOWS, windows_build=16299))
+    assert applied.policy is POLICY
+    assert applied.failed == (("TCP_KEEPCNT", "ENOPROTOOPT: Protocol not available"),)
+
+
+def test_a_socket_without_ioctl_on_old_windows_reports_the_ioctl_failed() -> None:
+    sock = RecordingSocket(has_ioctl=False)
+    applied = _apply_with(sock, POLICY, detect("win32", WINDOWS, windows_build=14393))
+    assert applied.set == ("SO_KEEPALIVE",)
+    assert [name for name, _ in applied.failed] == ["SIO_KEEPALIVE_VALS"]
+    import errno
+    import os
+
+    code = errno.EOPNOTSUPP
+    assert applied.failed[0][1] == f"{errno.errorcode[code]}: {os.strerror(code)}"
+
+
+class _UdpRecordingSocket(RecordingSocket):
+    """A fake UDP socket: the kernel refuses TCP-level options on it."""
+
+    def __init__(self) -> None:
+        super().__init__(refuse={(6, 0x10), (6, 0x101), (6, 0x102)})
+        self.type = socket.SOCK_DGRAM
+
+
+def test_results_keep_the_platforms_unsupported_options_when_skipped_or_partial() -> None:
+    darwin = detect("darwin", DARWIN)
+    skipped = _apply_with(_UdpRecordingSocket(), POLICY, darwin)
+    assert skipped.skipped == "not a TCP socket (type SOCK_DGRAM)"
+    assert skipped.unsupported == ("TCP_USER_TIMEOUT",)
+    assert skipped.policy is POLICY
+    partial = _apply_with(RecordingSocket(refuse={(6, 0x102)}), POLICY, darwin)
+    assert partial.unsupported == ("TCP_USER_TIMEOUT",)
+    assert partial.set == ("TCP_KEEPALIVE", "TCP_KEEPINTVL", "SO_KEEPALIVE")
+
+
+def test_strict_refusal_names_each_option_and_error() -> None:
+    from keepalive import KeepaliveError
+
+    with pytest.raises(KeepaliveError) as info:
+        _apply_with(RecordingSocket(refuse={(6, 18), (6, 6)}), POLICY, detect("linux", LINUX), strict=True)
+    assert str(info.value) == (
+        "cannot apply keepalive: TCP_KEEPCNT: ENOPROTOOPT: Protocol not available, "
+        "TCP_USER_TIMEOUT: ENOPROTOOPT: Protocol not available"
+    )
+
+
+def test_old_windows_still_sets_the_ioctl_when_an_option_is_refused() -> None:
+    sock = RecordingSocket(refuse={(0xFFFF, 0x0008)})
+    applied = _apply_with(sock, POLICY, detect("win32", WINDOWS, windows_build=15063))
+    assert applied.set == ("TCP_KEEPCNT", "SIO_KEEPALIVE_VALS")
+    assert [name for name, _ in applied.failed] == ["SO_KEEPALIVE"]
+    assert ("ioctl", 0x98000004, (1, 60_000, 10_000)) in sock.calls
+
+
+def test_failure_logs_carry_the_socket_and_the_facts(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The DEBUG lines name the socket (fd, family, type) and carry the facts in `extra`; a refusal that is not
+    an OSError (a ValueError from an odd socket object) is warned about under its exception name."""
+    import logging
+
+    from keepalive import _socket
+
+    monkeypatch.setattr(_socket, "_warned", {})
+
+    class ValueErrorSocket(RecordingSocket):
+        def setsockopt(self, level: int, optname: int, value: int) -> None:
+            if optname == 18:
+                raise ValueError("out of range")
+            super().setsockopt(level, optname, value)
+
+    linux = detect("linux", LINUX)
+    with caplog.at_level(logging.DEBUG, logger="keepalive.socket"):
+        _apply_with(_UdpRecordingSocket(), POLICY, detect("darwin", DARWIN))
+        _apply_with(ValueErrorSocket(), POLICY, linux)
+    skipped, partial, warning = caplog.records
+    assert skipped.getMessage().startswith("keepalive not applied to fd=3 family=")
+    assert skipped.keepalive_skipped == "not a TCP socket (type SOCK_DGRAM)"  # type: ignore[attr-defined]
+    assert partial.getMessage().startswith("keepalive partly applied to fd=3 family=")
+    assert partial.getMessage().endswith("failed TCP_USER_TIMEOUT (ValueError: out of range)")
+    assert partial.keepalive_failed == {"TCP_USER_TIMEOUT": "ValueError: out of range"}  # type: ignore[attr-defined]
+    assert warning.levelname == "WARNING"
+    assert warning.keepalive_errno == "ValueError"  # type: ignore[attr-defined]
+    assert warning.keepalive_error == "ValueError: out of range"  # type: ignore[attr-defined]
+    assert "fd=3" in warning.getMessage()
+
+
+def test_platform_names_and_the_windows_1709_boundary() -> None:
+    assert detect("darwin", DARWIN).name == "darwin"
+    assert detect("win32", WINDOWS, windows_build=16299).name == "windows"
+    assert detect("linux", LINUX).name == "linux"
+    assert detect("freebsd14", FREEBSD).name == "freebsd"
+    assert detect("sunos5", fake_socket_module(SOL_SOCKET=1, SO_KEEPALIVE=9, IPPROTO_TCP=6)).name == "sunos5"
+    at_1709 = detect("win32", WINDOWS, windows_build=16299)  # the first build with TCP_KEEPIDLE
+    assert (at_1709.idle, at_1709.interval, at_1709.sio_keepalive_vals) == (3, 17, None)
+    before = detect("win32", WINDOWS, windows_build=16298)
+    assert (before.idle, before.interval, before.sio_keepalive_vals) == (None, None, 0x98000004)
+    assert detect("win32", WINDOWS, windows_build=15062).count is None
+
+
+@pytest.mark.parametrize("missing", ["SOL_SOCKET", "SO_KEEPALIVE", "IPPROTO_TCP"])
+def test_each_basic_constant_is_required(missing: str) -> None:
+    constants = {"SOL_SOCKET": 1, "SO_KEEPALIVE": 9, "IPPROTO_TCP": 6}
+    del constants[missing]
+    with pytest.raises(RuntimeError, match="lacks SOL_SOCKET/SO_KEEPALIVE/IPPROTO_TCP"):
+        detect("linux", fake_socket_module(**constants))

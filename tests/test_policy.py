@@ -55,8 +55,8 @@ def test_keyword_only() -> None:
         ("idle", 1.5, "idle must be a whole number of seconds in 1..32767, got 1.5"),
         ("idle", True, "idle must be a whole number of seconds in 1..32767, got True"),
         ("idle", "60", "idle must be a whole number of seconds in 1..32767, got '60'"),
-        ("user_timeout", -1, "user_timeout must be in 0..2.14748e+06 seconds (0 = off), got -1"),
-        ("user_timeout", math.inf, "user_timeout must be in 0..2.14748e+06 seconds (0 = off), got inf"),
+        ("user_timeout", -1, "user_timeout must be in 0..2147483.647 seconds (0 = off), got -1"),
+        ("user_timeout", math.inf, "user_timeout must be in 0..2147483.647 seconds (0 = off), got inf"),
         ("user_timeout", 0.0001, "user_timeout must be 0 or at least 0.001 seconds"),
         ("user_timeout", "x", "user_timeout must be a number of seconds"),
     ],
@@ -160,7 +160,8 @@ def test_from_env_none_when_nothing_set() -> None:
 def test_from_env_overrides_fields_of_the_builtin_default() -> None:
     assert Policy.from_env({"KEEPALIVE_IDLE": "30"}) == Policy(idle=30, interval=10, count=5)
     assert Policy.from_env({"KEEPALIVE_IDLE": "30s", "KEEPALIVE_COUNT": "3"}) == Policy(idle=30, count=3)
-    assert Policy.from_env({"KEEPALIVE_USER_TIMEOUT": "off"}) == Policy(user_timeout=None)
+    assert Policy.from_env({"KEEPALIVE_USER_TIMEOUT": "off"}) == Policy(user_timeout=0)
+    assert Policy.from_env({"KEEPALIVE_USER_TIMEOUT": "keep"}) == Policy(user_timeout=None)
     assert Policy.from_env({"KEEPALIVE_USER_TIMEOUT": "2.5"}) == Policy(user_timeout=2.5)
 
 
@@ -222,7 +223,8 @@ def test_to_env_round_trips() -> None:
 
 def test_parse_positional_and_named() -> None:
     assert Policy.parse("60,10,5") == Policy(idle=60, interval=10, count=5)
-    assert Policy.parse("30, 5, 3, off") == Policy(idle=30, interval=5, count=3, user_timeout=None)
+    assert Policy.parse("30, 5, 3, off") == Policy(idle=30, interval=5, count=3, user_timeout=0)
+    assert Policy.parse("30, 5, 3, keep") == Policy(idle=30, interval=5, count=3, user_timeout=None)
     assert Policy.parse("idle=20,count=2") == Policy(idle=20, count=2)
     assert Policy.parse("user-timeout=7") == Policy(user_timeout=7)
 
@@ -387,3 +389,255 @@ def test_explain_path_timeout_is_the_audits_yardstick(
     assert explain_path_timeout(120) == (120.0, "given")
     with pytest.raises(ValueError, match="path_timeout"):
         explain_path_timeout(0)
+
+
+# -- issue 15: the value class, exact round trips, one set of words, detection time ------------------------------
+
+
+def test_dataclasses_functions_see_the_four_fields_and_replace_works() -> None:
+    """dataclasses.replace/asdict/astuple/fields/is_dataclass treat Policy as a dataclass of its four fields; the
+    plan cache is not one of them. dataclasses.replace copies user_timeout as it is; Policy.replace re-derives."""
+    import dataclasses
+    import socket
+
+    policy = Policy(idle=60, interval=10, count=5)
+    with socket.socket() as sock:
+        assert keepalive.apply(sock, policy).ok  # caches the compiled plan on the instance: it must stay invisible
+    assert dataclasses.is_dataclass(policy)
+    assert dataclasses.is_dataclass(Policy)
+    assert [f.name for f in dataclasses.fields(policy)] == ["idle", "interval", "count", "user_timeout"]
+    assert dataclasses.asdict(policy) == {"idle": 60, "interval": 10, "count": 5, "user_timeout": 110}
+    assert dataclasses.astuple(policy) == (60, 10, 5, 110)
+    assert dataclasses.replace(policy, idle=30) == Policy(idle=30, interval=10, count=5, user_timeout=110)
+    assert policy.replace(idle=30) == Policy(idle=30, interval=10, count=5)  # re-derived: 80
+    with pytest.raises(InvalidPolicy):
+        dataclasses.replace(policy, idle=0)
+
+
+def test_policy_value_behaviour_pickle_copy_match_and_immutability() -> None:
+    import copy
+
+    policy = Policy(idle=7, interval=3, count=2, user_timeout=1234.5678)
+    for clone in (pickle.loads(pickle.dumps(policy)), copy.copy(policy), copy.deepcopy(policy)):
+        assert clone == policy
+        assert hash(clone) == hash(policy)
+        assert repr(clone) == repr(policy)
+    keep = Policy(user_timeout=None)
+    assert pickle.loads(pickle.dumps(keep)).user_timeout is None
+    match policy:
+        case Policy(7, 3, 2, user_timeout):
+            assert user_timeout == 1234.5678
+        case _:  # pragma: no cover - the assertion below reports it
+            pytest.fail("positional match on Policy failed")
+    with pytest.raises(AttributeError, match="frozen"):
+        policy.count = 3  # type: ignore[misc]
+    with pytest.raises(AttributeError, match="frozen"):
+        del policy.idle  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        policy.color = "red"  # type: ignore[attr-defined]
+    assert policy != (7, 3, 2, 1234.5678)
+    assert Policy() != Policy(user_timeout=None)
+    assert Policy(user_timeout=0) != Policy(user_timeout=None)
+
+
+def test_import_keepalive_does_not_import_dataclasses() -> None:
+    """import keepalive stays cheap: dataclasses (with inspect, ast, dis) is imported only when asked for."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, keepalive; keepalive.Policy(idle=5); keepalive.BUILTIN_POLICY.replace(idle=3);"
+        "import socket; s = socket.socket(); keepalive.apply(s, keepalive.Policy(idle=9)); s.close();"
+        "print(sorted(m for m in ('dataclasses', 'inspect', 'ast', 'dis') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("user_timeout", "env", "text"),
+    [
+        (2147483, "2147483", "2147483s"),
+        (1234.5678, "1234.5678", "1234.5678s"),
+        (1234567, "1234567", "1234567s"),
+        (0.001, "0.001", "0.001s"),
+        (2147483.647, "2147483.647", "2147483.647s"),
+        (0, "0", "off"),
+        (None, "keep", "keep"),
+    ],
+)
+def test_user_timeout_text_round_trips_exactly(user_timeout: float | None, env: str, text: str) -> None:
+    """to_env(), str() and repr() write user_timeout so that it reads back as exactly the same number."""
+    policy = Policy(user_timeout=user_timeout)
+    assert policy.to_env()["KEEPALIVE_USER_TIMEOUT"] == env
+    assert str(policy).endswith(f"user_timeout={text}")
+    assert Policy.from_env(policy.to_env()) == policy
+    assert Policy.parse(f"60,10,5,{env}") == policy
+    assert eval(repr(policy), {"Policy": Policy}) == policy
+
+
+_user_timeouts = st.one_of(
+    st.none(),
+    st.just(0),
+    st.integers(min_value=1, max_value=2147483),
+    st.floats(min_value=0.001, max_value=2147483.647, allow_nan=False, allow_infinity=False),
+)
+
+
+@given(
+    idle=st.integers(1, 32767),
+    interval=st.integers(1, 32767),
+    count=st.integers(1, 127),
+    user_timeout=_user_timeouts,
+)
+@example(idle=60, interval=10, count=5, user_timeout=1234.5678)
+@example(idle=60, interval=10, count=5, user_timeout=0.001)
+def test_policy_round_trips_through_env_parse_and_repr(
+    idle: int, interval: int, count: int, user_timeout: float | None
+) -> None:
+    policy = Policy(idle=idle, interval=interval, count=count, user_timeout=user_timeout)
+    assert Policy.from_env(policy.to_env()) == policy
+    env = policy.to_env()
+    spec = ",".join(env[f"KEEPALIVE_{name}"] for name in ("IDLE", "INTERVAL", "COUNT", "USER_TIMEOUT"))
+    assert Policy.parse(spec) == policy
+    assert eval(repr(policy), {"Policy": Policy}) == policy
+
+
+@pytest.mark.parametrize("word", ["off", "OFF", " no ", "false", "disabled", "0", "0s", "0.0"])
+def test_off_words_turn_the_user_timeout_off_everywhere(word: str) -> None:
+    """One meaning for "off": TCP_USER_TIMEOUT is set to 0, in the environment and in --policy alike."""
+    assert Policy.from_env({"KEEPALIVE_USER_TIMEOUT": word}) == Policy(user_timeout=0)
+    assert Policy.parse(f"60,10,5,{word}").user_timeout == 0
+    assert Policy.parse(f"user_timeout={word}").user_timeout_ms == 0
+
+
+@pytest.mark.parametrize("word", ["keep", "KEEP", "none", " None "])
+def test_keep_words_leave_the_sockets_user_timeout(word: str) -> None:
+    assert Policy.from_env({"KEEPALIVE_USER_TIMEOUT": word}) == Policy(user_timeout=None)
+    assert Policy.parse(f"60,10,5,{word}").user_timeout is None
+
+
+def test_switch_words_are_one_set() -> None:
+    from keepalive import _words
+
+    assert _words.switch("KEEPALIVE_X", None, default=True) is True
+    assert _words.switch("KEEPALIVE_X", "  ", default=False) is False
+    assert all(_words.switch("KEEPALIVE_X", word, default=False) for word in _words.ON_WORDS)
+    assert not any(_words.switch("KEEPALIVE_X", word.upper(), default=True) for word in _words.OFF_WORDS)
+    assert not (_words.ON_WORDS & _words.OFF_WORDS)
+    assert not (_words.OFF_WORDS & _words.KEEP_WORDS)
+    with pytest.raises(ValueError, match="KEEPALIVE_X='maybe'"):
+        _words.switch("KEEPALIVE_X", "maybe", default=True)
+
+
+@pytest.mark.parametrize(
+    ("idle", "interval", "count", "user_timeout", "seconds"),
+    [
+        (1, 1, 2, None, 3),  # no user timeout: idle + interval * count
+        (1, 1, 2, 0, 3),  # off: the same
+        (60, 10, 5, 110, 110),  # the derived default: both mechanisms agree
+        (1, 1, 2, 8, 8),  # longer than keepalive: Linux ignores TCP_KEEPCNT and waits for it (issue 15: 8.2 s)
+        (60, 10, 5, 600, 600),  # a stream that may stall: 10 minutes
+        (60, 10, 5, 605, 610),  # only checked at a keepalive timer: the next one after 605 s
+        (60, 10, 5, 80, 80),  # shorter: aborts at the first timer after 80 s of silence
+        (60, 10, 5, 75, 80),
+        (60, 10, 5, 1, 70),  # at least one probe must go unanswered: idle + interval
+        (10, 5, 3, 12.5, 15),
+    ],
+)
+def test_detection_time_follows_linux_keepalive_timer(
+    idle: int, interval: int, count: int, user_timeout: float | None, seconds: float
+) -> None:
+    """Linux's tcp_keepalive_timer: with a user timeout it aborts at the first timer (idle, idle + interval, ...)
+    after user_timeout of silence with a probe out; without one after count unanswered probes."""
+    policy = Policy(idle=idle, interval=interval, count=count, user_timeout=user_timeout)
+    assert policy.detection_time == seconds
+
+
+def test_keepalive_policy_prints_the_detection_time(capsys: pytest.CaptureFixture[str]) -> None:
+    from keepalive._cli import main
+
+    assert main(["policy", "--policy", "1,1,2,8"]) == 0
+    out = capsys.readouterr().out
+    assert "a silent peer is noticed after about 8 s" in out
+    assert "user_timeout=8s" in out
+
+
+@pytest.mark.parametrize("seconds", [2147483.0, 1234.5678, 1234567.0, 350.0, 3.001])
+def test_keepalive_run_path_timeout_is_passed_on_exactly(seconds: float) -> None:
+    """`keepalive run --path-timeout` hands the child the same number it was given (no :g rounding)."""
+    from keepalive._install_cli import build_env
+
+    env = build_env({}, path_timeout=seconds)
+    assert float(env["KEEPALIVE_PATH_TIMEOUT"]) == seconds
+    assert Policy.from_env(env) == Policy.below(seconds)
+
+
+# -- mutation testing (CONTRIBUTING.md): behaviours no test pinned down before -----------------------------------
+
+
+def test_whole_floats_become_ints() -> None:
+    policy = Policy(idle=30.0, interval=5.0, count=3.0)  # type: ignore[arg-type]
+    assert (policy.idle, policy.interval, policy.count) == (30, 5, 3)
+    assert all(type(value) is int for value in (policy.idle, policy.interval, policy.count))
+    assert Policy(user_timeout=2147483.0).to_env()["KEEPALIVE_USER_TIMEOUT"] == "2147483"
+    assert repr(Policy.from_env({"KEEPALIVE_USER_TIMEOUT": "110"})).endswith("user_timeout=110)")
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"KEEPALIVE_COUNT": "1000"}, "KEEPALIVE_COUNT='1000': KEEPALIVE_COUNT must be in 1..127 probes, got 1000"),
+        (
+            {"KEEPALIVE_IDLE": "1.5"},
+            "KEEPALIVE_IDLE='1.5': KEEPALIVE_IDLE must be a whole number of seconds in 1..32767, got 1.5",
+        ),
+        ({"KEEPALIVE_INTERVAL": "0"}, "KEEPALIVE_INTERVAL='0': KEEPALIVE_INTERVAL must be in 1..32767 seconds, got 0"),
+        ({"KEEPALIVE_PATH_TIMEOUT": "soon"}, "KEEPALIVE_PATH_TIMEOUT='soon': expected a number of seconds"),
+        ({"KEEPALIVE_PATH_TIMEOUT": "inf"}, "KEEPALIVE_PATH_TIMEOUT='inf': expected a finite number of seconds"),
+        (
+            {"KEEPALIVE_USER_TIMEOUT": "-2"},
+            "KEEPALIVE_USER_TIMEOUT='-2': KEEPALIVE_USER_TIMEOUT must be in 0..2147483.647 seconds (0 = off), got -2",
+        ),
+        (
+            {"KEEPALIVE_PATH_TIMEOUT": "350", "KEEPALIVE_IDLE": "340"},
+            "KEEPALIVE_IDLE=340 + KEEPALIVE_INTERVAL=30 must stay below KEEPALIVE_PATH_TIMEOUT='350', or the path "
+            "forgets idle connections before the second probe",
+        ),
+    ],
+)
+def test_from_env_error_messages_are_exact(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(InvalidPolicy) as info:
+        Policy.from_env(environ)
+    assert str(info.value) == message
+
+
+def test_from_env_path_timeout_bound_is_strict() -> None:
+    """idle + interval must stay strictly below the path timeout: equal is too late."""
+    with pytest.raises(InvalidPolicy):
+        Policy.from_env({"KEEPALIVE_PATH_TIMEOUT": "350", "KEEPALIVE_IDLE": "320"})  # 320 + 30 == 350
+    with pytest.raises(InvalidPolicy):
+        Policy.from_env({"KEEPALIVE_PATH_TIMEOUT": "350", "KEEPALIVE_IDLE": "300", "KEEPALIVE_INTERVAL": "60"})
+    assert Policy.from_env({"KEEPALIVE_PATH_TIMEOUT": "350", "KEEPALIVE_IDLE": "319"}) == Policy(
+        idle=319, interval=30, count=5
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (None, "policy must look like 'idle,interval,count' (e.g. '60,10,5'), got None"),
+        ("   ", "policy must look like 'idle,interval,count' (e.g. '60,10,5'), got '   '"),
+        ("idle=off", "policy 'idle=off': idle must be a number, got 'off'"),
+        ("speed=3", "policy 'speed=3': unknown field 'speed'; expected one of idle, interval, count, user_timeout"),
+    ],
+)
+def test_parse_error_messages_are_exact(text: str, message: str) -> None:
+    with pytest.raises(InvalidPolicy) as info:
+        Policy.parse(text)
+    assert str(info.value) == message
+
+
+def test_parse_reads_fields_after_a_user_timeout_word() -> None:
+    assert Policy.parse("user_timeout=keep,idle=30") == Policy(idle=30, user_timeout=None)
+    assert Policy.parse("user_timeout=off,count=2") == Policy(count=2, user_timeout=0)

@@ -119,9 +119,12 @@ def test_strict_raises_for_what_default_mode_skips(make: object) -> None:
     sock.close()
 
 
-def test_an_object_without_setsockopt_is_skipped_not_crashed() -> None:
-    applied = keepalive.apply(object(), POLICY)  # type: ignore[arg-type]
-    assert applied.skipped == "object has no setsockopt()"
+@pytest.mark.parametrize("thing", [object(), "str", None, 42, b"bytes", socket])
+@pytest.mark.parametrize("strict", [False, True])
+def test_what_is_not_a_socket_is_a_type_error_naming_it(thing: object, strict: bool) -> None:
+    """A programmer error is not hidden behind a quiet skip: apply(object()) raises TypeError naming the type."""
+    with pytest.raises(TypeError, match=rf"apply\(\) needs a socket .*got {type(thing).__name__}"):
+        keepalive.apply(thing, POLICY, strict=strict)  # type: ignore[arg-type]
 
 
 def test_a_wrong_policy_type_is_a_type_error() -> None:
@@ -291,3 +294,122 @@ def test_borrow_socket_leaves_the_owners_blocking_mode_alone() -> None:
             socket.setdefaulttimeout(previous)
         assert os.get_blocking(owner.fileno())
         assert_policy_applied(owner, POLICY)
+
+
+@pytest.fixture
+def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forget which refusals this process has already warned about."""
+    from keepalive import _socket
+
+    monkeypatch.setattr(_socket, "_warned", {})
+
+
+def _mptcp_socket() -> socket.socket:
+    try:
+        return socket.socket(socket.AF_INET, socket.SOCK_STREAM, getattr(socket, "IPPROTO_MPTCP", 262))
+    except OSError as exc:
+        pytest.skip(f"no MPTCP here: {exc}")
+
+
+def _refusals(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "keepalive.socket" and r.levelno == logging.WARNING]
+
+
+@pytest.mark.usefixtures("fresh_warnings")
+def test_a_tcp_socket_that_refuses_an_option_gets_the_others_and_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """MPTCP sockets (a TCP socket to the application) refuse TCP_USER_TIMEOUT with ENOPROTOOPT: the other options
+    are set, Applied.failed names the refusal, and one WARNING per process names the option and the errno."""
+    import errno
+
+    with caplog.at_level(logging.DEBUG, logger="keepalive"):
+        for _ in range(3):
+            with _mptcp_socket() as sock:
+                applied = keepalive.apply(sock, POLICY)
+                assert applied.skipped is None
+                assert not applied.ok
+                assert [name for name, _text in applied.failed] == ["TCP_USER_TIMEOUT"]
+                assert applied.set == ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "SO_KEEPALIVE")
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == POLICY.idle
+                assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    warnings = _refusals(caplog)
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    message = warnings[0].getMessage()
+    assert "TCP_USER_TIMEOUT" in message
+    assert "ENOPROTOOPT" in message
+    assert warnings[0].keepalive_option == "TCP_USER_TIMEOUT"  # type: ignore[attr-defined]
+    assert warnings[0].keepalive_errno == errno.ENOPROTOOPT  # type: ignore[attr-defined]
+
+
+@pytest.mark.usefixtures("fresh_warnings")
+def test_each_distinct_refusal_is_warned_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A different (option, errno) gets its own WARNING: the kernel's EINVAL for TCP_KEEPIDLE 0 (a value only a
+    hand-made plan can carry) next to MPTCP's ENOPROTOOPT for TCP_USER_TIMEOUT."""
+    from keepalive._platform import CURRENT, Plan, compile_plan
+
+    policy = Policy(idle=5)
+    real = compile_plan(policy, CURRENT)
+    calls = tuple((n, lvl, opt, 0 if n == "TCP_KEEPIDLE" else v) for n, lvl, opt, v in real.calls)
+    object.__setattr__(policy, "_plan", Plan(calls=calls, ioctl=None, success=real.success))
+    with caplog.at_level(logging.WARNING, logger="keepalive"):
+        for _ in range(2):
+            with socket.socket() as sock:
+                applied = keepalive.apply(sock, policy)
+                assert [name for name, _text in applied.failed] == ["TCP_KEEPIDLE"]
+                assert "EINVAL" in applied.failed[0][1]
+            with _mptcp_socket() as sock:
+                keepalive.apply(sock, POLICY)
+    messages = sorted(r.getMessage() for r in _refusals(caplog))
+    assert len(messages) == 2, messages
+    assert "TCP_KEEPIDLE" in messages[0]
+    assert "EINVAL" in messages[0]
+    assert "TCP_USER_TIMEOUT" in messages[1]
+    assert "ENOPROTOOPT" in messages[1]
+
+
+@pytest.mark.usefixtures("fresh_warnings")
+def test_skipped_sockets_never_warn(caplog: pytest.LogCaptureFixture) -> None:
+    """UDP, AF_UNIX and closed sockets stay a quiet DEBUG skip, not a refusal."""
+    closed = socket.socket()
+    closed.close()
+    with caplog.at_level(logging.DEBUG, logger="keepalive"):
+        for sock in (socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket(socket.AF_UNIX), closed):
+            with sock:
+                assert keepalive.apply(sock, POLICY).skipped is not None
+    assert _refusals(caplog) == []
+
+
+def test_the_compiled_plan_is_cached_on_the_policy() -> None:
+    """apply() compiles a policy's setsockopt plan once; later calls reuse it (the hot path allocates nothing)."""
+    policy = Policy(idle=23)
+    with socket.socket() as first, socket.socket() as second:
+        applied = keepalive.apply(first, policy)
+        plan = policy._plan
+        assert plan is not None
+        assert keepalive.apply(second, policy) is applied is plan.success
+        assert policy._plan is plan
+
+
+def test_socket_options_without_a_policy_use_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEEPALIVE_IDLE", "41")
+    keepalive.reset_default_policy()
+    try:
+        assert keepalive.socket_options() == keepalive.socket_options(keepalive.default_policy())
+        assert (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 41) in keepalive.socket_options()
+    finally:
+        monkeypatch.delenv("KEEPALIVE_IDLE")
+        keepalive.reset_default_policy()
+
+
+def test_a_refused_option_keeps_the_policy_in_the_result() -> None:
+    policy = Policy(idle=5)
+    with _mptcp_socket() as sock:
+        assert keepalive.apply(sock, policy).policy is policy
+
+
+def test_skip_reasons_name_the_family_and_type() -> None:
+    closed = socket.socket()
+    closed.close()
+    with socket.socket(socket.AF_UNIX) as unix, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        assert keepalive.apply(unix, POLICY).skipped == "not a TCP socket (family AF_UNIX)"
+        assert keepalive.apply(udp, POLICY).skipped == "not a TCP socket (type SOCK_DGRAM)"
+    assert keepalive.apply(closed, POLICY).skipped == "the socket is closed"

@@ -24,3 +24,5 @@ module           extra            one line
 A missing client raises ImportError naming the extra to install (``pip install 'tcp-keepalive[httpx]'``).
 This package itself imports nothing, so ``import keepalive`` never pulls in an optional dependency.
 """
+
+__all__: list[str] = []  # the adapters are the submodules; nothing to import from here

@@ -8,12 +8,15 @@
     client = httpx.Client(transport=keepalive.adapters.httpx.HTTPTransport())
     client = httpx.AsyncClient(transport=keepalive.adapters.httpx.AsyncHTTPTransport(proxy="http://proxy:3128"))
 
-Direct connections get the options before ``connect()``, through ``socket_options`` (httpx >= 0.25).
-httpcore drops ``socket_options`` on every proxy path (``HTTPProxy`` never hands them to the connections it
-makes, and httpx does not give them to ``SOCKSProxy``), so with ``proxy=`` the transport applies the policy
-right after the TCP connect to the proxy, before the CONNECT / SOCKS handshake, through httpcore's public
-``trace`` request extension; the ``network_stream`` response extension is the fallback should the trace
-events ever change. ``uds=`` connections are Unix sockets: no TCP options are passed.
+Direct connections get the options through ``socket_options`` (httpx >= 0.25). httpcore sets them right
+after the TCP connect, on the connected socket, before the TLS handshake and the first byte of the request (not
+before ``connect()``: the TCP handshake runs without them, bounded by httpx's connect timeout; keepalive only
+acts on an established connection anyway). httpcore drops ``socket_options`` on every proxy path
+(``HTTPProxy`` never hands them to the connections it makes, and httpx does not give them to ``SOCKSProxy``),
+so with ``proxy=`` the transport applies the policy right after the TCP connect to the proxy, before the
+CONNECT / SOCKS handshake, through httpcore's public ``trace`` request extension; the ``network_stream``
+response extension is the fallback should the trace events ever change. ``uds=`` connections are Unix
+sockets: no TCP options are passed.
 
 Pass ``proxy=`` to the transport, not to the client: ``httpx.Client(proxy=...)`` builds its own transport
 without the policy, and a client given ``transport=`` ignores the proxy environment variables.

@@ -40,7 +40,18 @@ __all__ = ["KeepaliveConnection", "apply", "connect"]
 _CLIENT = "PyMySQL"
 _DIST = "PyMySQL"
 _Connection: Any = _pymysql.connections.Connection
-_HAS_CONNECT_SOCK = "sock" in inspect.signature(_Connection.connect).parameters
+
+
+def _takes_sock(connect: Any) -> bool:
+    """Whether PyMySQL's ``Connection.connect()`` takes ``sock``; False when its signature cannot be read (the
+    docs build imports this module against a mock of PyMySQL)."""
+    try:
+        return "sock" in inspect.signature(connect).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+_HAS_CONNECT_SOCK = _takes_sock(_Connection.connect)
 _HAS_SOCK_ATTR = hasattr(_Connection, "_sock")
 #: MySQL client error 2003, "Can't connect to MySQL server" (pymysql.constants.CR.CR_CONN_HOST_ERROR).
 _CR_CONN_HOST_ERROR = 2003

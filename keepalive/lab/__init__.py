@@ -44,7 +44,7 @@ API (``from keepalive.lab import Lab``)::
         lab.sysctl("node", name); lab.sysctl_set("node", {name: value}); lab.nft("node", ruleset)
 
     missing_requirements() -> list[str]   # why the lab cannot run here ([] when it can)
-    cleanup_stale() -> list[str]          # delete namespaces left by dead processes (e.g. after kill -9)
+    cleanup_stale() -> list[str]          # delete namespaces and guard routes left by dead processes (kill -9)
 
 Teardown runs on leaving the ``with`` block (Ctrl-C included), at interpreter exit for a lab never closed,
 and on SIGTERM/SIGHUP while a lab is up (turned into SystemExit when their handler was the default).
@@ -53,12 +53,12 @@ Ready-made scenarios (used by ``keepalive lab`` and the tests) are in ``keepaliv
 
 from __future__ import annotations
 
+from keepalive.lab._command import LabError
 from keepalive.lab._topology import (
     BACKENDS,
     CLIENT_ADDRESS,
     VIP,
     Lab,
-    LabError,
     LabServer,
     cleanup_stale,
     lab_namespaces,

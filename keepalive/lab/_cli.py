@@ -16,7 +16,8 @@ from typing import Any
 from keepalive._exceptions import InvalidPolicy
 from keepalive._policy import Policy
 from keepalive.lab import scenarios
-from keepalive.lab._topology import BACKENDS, CLIENT_ADDRESS, VIP, Lab, LabError, cleanup_stale, missing_requirements
+from keepalive.lab._command import LabError
+from keepalive.lab._topology import BACKENDS, CLIENT_ADDRESS, VIP, Lab, cleanup_stale, missing_requirements
 
 __all__ = ["add_arguments", "run"]
 
@@ -110,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
     if args.cleanup:
         deleted = cleanup_stale()
         print(
-            f"keepalive lab: deleted {len(deleted)} stale namespace(s)" + (": " + " ".join(deleted) if deleted else "")
+            f"keepalive lab: deleted {len(deleted)} stale namespace(s) and guard route(s)"
+            + (": " + " ".join(deleted) if deleted else "")
         )
         return 0
     problems = missing_requirements()

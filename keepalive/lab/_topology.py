@@ -19,7 +19,11 @@ from contextlib import contextmanager
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+from keepalive._path._parse import parse_nf_stat
 from keepalive.lab import _netns
+from keepalive.lab._command import LabError
+from keepalive.lab._command import run as _run
+from keepalive.lab._guard import add_host_guards, remove_host_guards, remove_stale_host_guards
 
 if TYPE_CHECKING:
     from keepalive import Policy
@@ -58,10 +62,6 @@ table inet {BLACKHOLE_TABLE} {{
 """
 
 
-class LabError(RuntimeError):
-    """The lab could not be built or a command in it failed; the message has the command and its stderr."""
-
-
 def missing_requirements() -> list[str]:
     """Why the lab cannot run here (empty list when it can): not Linux, not root, no `ip`/`nft`."""
     reasons: list[str] = []
@@ -76,47 +76,23 @@ def missing_requirements() -> list[str]:
     return reasons
 
 
-def _run(argv: Sequence[str], *, stdin: str | None = None, timeout: float = 30) -> str:
-    try:
-        done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise LabError(f"{' '.join(argv)}: {exc}") from exc
-    if done.returncode != 0:
-        detail = (done.stderr or done.stdout).strip()
-        raise LabError(f"{' '.join(argv)} exited {done.returncode}: {detail}")
-    return done.stdout
-
-
-#: The lab addresses clients connect to: routed to a blackhole (/32 each) in the root namespace while a lab is up.
+#: The lab addresses clients connect to: routed to a blackhole (/32 each) in the root namespace while a lab is up
+#: (keepalive.lab._guard).
 HOST_GUARD_ADDRESSES: Final = (VIP, NODE_SERVER_SIDE, *BACKENDS)
-#: Route protocol number that marks the guard routes, so any lab (or cleanup_stale) can remove exactly them.
-GUARD_PROTO: Final = "187"
-
-
-def _remove_host_guards() -> None:
-    """Delete every guard route (``proto 187``) from the root namespace; never raises."""
-    try:
-        _run(["ip", "route", "flush", "proto", GUARD_PROTO])
-    except LabError:
-        pass
 
 
 def parse_conntrack_stats(text: str) -> dict[str, int]:
-    """Sum /proc/net/stat/nf_conntrack over CPUs: header row of names, then one row of hex numbers per CPU.
+    """Sum /proc/net/stat/nf_conntrack over CPUs with the core's parser (columns are matched by header).
 
-    Columns differ between kernels, so they are matched by header. `entries` is a global count repeated on
-    every row, so it is taken once rather than summed.
+    ``entries`` is a global count repeated on every row, so it is taken once rather than summed.
+
+    Raises:
+        LabError: the text is not in that format; the message says why.
     """
-    lines = [line.split() for line in text.splitlines() if line.strip()]
-    if not lines:
-        return {}
-    header, rows = lines[0], lines[1:]
-    totals = dict.fromkeys(header, 0)
-    for row in rows:
-        for name, value in zip(header, row, strict=False):
-            number = int(value, 16)
-            totals[name] = number if name == "entries" else totals[name] + number
-    return totals
+    parsed, error = parse_nf_stat(text)
+    if parsed is None:
+        raise LabError(f"/proc/net/stat/nf_conntrack: {error}")
+    return parsed.totals()
 
 
 def lab_namespaces() -> list[str]:
@@ -129,7 +105,11 @@ def lab_namespaces() -> list[str]:
 
 
 def cleanup_stale() -> list[str]:
-    """Delete lab namespaces whose creating process is gone (after `kill -9`); return the names deleted."""
+    """Delete lab namespaces and guard routes whose creating process is gone (after `kill -9`).
+
+    Returns the namespace names deleted, then one ``route <address>/32 (pid <pid>)`` entry per guard route deleted.
+    A route is deleted only when it is provably a lab guard (see :data:`GUARD_PROTO`) of a process that is gone.
+    """
     deleted: list[str] = []
     for name in lab_namespaces():
         match = _NAME_RE.match(name)
@@ -148,8 +128,7 @@ def cleanup_stale() -> list[str]:
         except LabError:
             continue
         deleted.append(name)
-    if not lab_namespaces():
-        _remove_host_guards()
+    deleted.extend(f"route {address}/32 (pid {pid})" for address, pid in remove_stale_host_guards(HOST_GUARD_ADDRESSES))
     return deleted
 
 
@@ -247,6 +226,7 @@ class Lab:
         self._sockets: list[socket.socket] = []
         self._previous_handlers: dict[int, Any] = {}
         self._lock = threading.Lock()
+        self._guarded: list[str] = []
         self.started = False
         self.closed = False
 
@@ -337,26 +317,14 @@ class Lab:
         routes it fails at once with "Invalid argument" and nothing leaves the machine. Only single addresses
         that the host reaches through a gateway are guarded: the host's own networks are never touched, and
         other hosts in the same documentation ranges (some sandboxes route their package mirrors through
-        203.0.113.0/24) stay reachable.
+        203.0.113.0/24) stay reachable. The lab remembers exactly which routes it added and deletes only those.
         """
-        for address in HOST_GUARD_ADDRESSES:
-            try:
-                route = _run(["ip", "-o", "route", "get", address])
-            except LabError:
-                continue
-            if " via " not in f" {route} ":
-                continue  # local, directly attached or already blackholed: not ours to change
-            try:
-                _run(["ip", "route", "add", "blackhole", f"{address}/32", "proto", GUARD_PROTO])
-            except LabError as exc:
-                if "File exists" not in str(exc):
-                    raise
+        self._guarded = add_host_guards(HOST_GUARD_ADDRESSES)
 
     def _unguard_host(self) -> None:
-        """Remove the guard routes, unless another lab is still up on this machine."""
-        others = [name for name in lab_namespaces() if not name.startswith(self.run_id)]
-        if not others:
-            _remove_host_guards()
+        """Delete exactly the guard routes this lab added (shared with other labs of this process: the last one)."""
+        guarded, self._guarded = self._guarded, []
+        remove_host_guards(guarded)
 
     def _ip_batch(self, name: str, commands: Sequence[str]) -> None:
         _run(["ip", "-n", name, "-batch", "-"], stdin="\n".join(commands) + "\n")

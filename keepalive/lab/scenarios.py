@@ -18,6 +18,18 @@ if TYPE_CHECKING:
     from keepalive import Policy
     from keepalive.lab._topology import Lab
 
+__all__ = [
+    "DEAD_PEER_PORT",
+    "ECHO_PORT",
+    "PUSH_PORT",
+    "DeadPeerOutcome",
+    "PushOutcome",
+    "RequestOutcome",
+    "dead_peer",
+    "request_after_idle",
+    "server_push",
+]
+
 PUSH_PORT = 8080
 ECHO_PORT = 8081
 DEAD_PEER_PORT = 8082
