@@ -105,7 +105,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="SPEC",
         default=None,
         help="the policy connections must fit, as keepalive.Policy.parse takes it ('60,10,5', "
-        "'idle=60,interval=10,count=5,user_timeout=off'); default: the process default policy",
+        "'idle=60,interval=10,count=5,user_timeout=keep'); default: the process default policy",
     )
     parser.addini("keepalive_strict", type="bool", default=False, help="same as --keepalive-strict")
     parser.addini("keepalive_policy", default="", help="same as --keepalive-policy")
@@ -192,7 +192,7 @@ def _shortfalls(state: SocketState, policy: Policy) -> list[str]:
     """What keeps ``state`` from fitting ``policy``; empty when it fits.
 
     Fits: SO_KEEPALIVE on; idle, interval and count no larger than the policy's; when the policy sets a user
-    timeout, TCP_USER_TIMEOUT set and no larger than it (a policy with ``user_timeout=off`` asks nothing of it).
+    timeout, TCP_USER_TIMEOUT set and no larger than it (a policy with ``user_timeout=keep`` or ``off`` asks nothing of it).
     """
     if state.keepalive is None:
         return [state.reason]
@@ -209,7 +209,7 @@ def _shortfalls(state: SocketState, policy: Policy) -> list[str]:
         elif have > want:
             unit = "" if name == "count" else " s"
             found.append(f"{name} {have}{unit} > {want}{unit}")
-    if policy.user_timeout is not None:
+    if policy.user_timeout:  # None (keep) and 0 (off) ask nothing of the socket
         if not state.user_timeout:
             found.append(f"no TCP_USER_TIMEOUT (policy: {policy.user_timeout:g} s)")
         elif state.user_timeout > policy.user_timeout:

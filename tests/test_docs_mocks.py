@@ -48,7 +48,9 @@ def _third_party_imports(path: Path) -> set[str]:
                 and isinstance(node.args[0], ast.Constant)
                 and isinstance(node.args[0].value, str)
             ):
-                found.add(node.args[0].value.split(".")[0])
+                top = node.args[0].value.split(".")[0]
+                if top != "keepalive":
+                    found.add(top)
     return found
 
 

@@ -37,8 +37,8 @@ INTERNAL = {
     ),
     "keepalive.checker._check": {
         "ENV_MIDDLEBOX": "the variable is documented in docs/checker.md",
-        "conntrack_limits_path": "the checker's own reader",
         "parse_path_timeout": "the checker's own parser",
+        "run_check": "the checker's engine behind check() and keepalive check",
     },
     "keepalive.checker._cli": {"add_arguments": "CLI subcommand contract", "run": "CLI subcommand contract"},
     "keepalive.checker._findings": {
@@ -51,6 +51,7 @@ INTERNAL = {
         "detected_path_timeout": "contract with the core's default policy (CONTRIBUTING.md)",
         "reset": "for tests",
         "run_once": "contract with keepalive._runtime (CONTRIBUTING.md)",
+        "wait": "for tests: wait for the background runtime check",
     },
     "keepalive.lab._command": {"run": "the lab's command runner"},
     "keepalive.lab._guard": {
@@ -71,7 +72,9 @@ INTERNAL = {
         "main": "the .pth hook's entry point",
     },
     "keepalive._cli": {"main": "the console script's entry point"},
+    "keepalive._enforce_cli": {"add_arguments": "CLI subcommand contract", "run": "CLI subcommand contract"},
     "keepalive._install_cli": {
+        "SUPERVISOR_SWEEP_INTERVAL": "keepalive run's default sweep interval, documented in docs/install.md",
         "add_arguments": "CLI subcommand contract",
         "build_env": "keepalive run's environment",
         "hook_installed": "keepalive run's check",
@@ -98,6 +101,12 @@ INTERNAL = {
         "reset": "for tests",
         "resolve": "for wrappers and adapters (CONTRIBUTING.md)",
     },
+    "keepalive._supervisor": dict.fromkeys(
+        ("FORWARDED", "descendants", "set_subreaper", "supervise"), "keepalive run's supervisor"
+    ),
+    "keepalive._tighten": dict.fromkeys(
+        ("Tightened", "log_tightened", "tighten"), "tighten-only, shared by install(), the sweep and keepalive run"
+    ),
     "keepalive._value": {"Value": "the base of the frozen value classes"},
     "keepalive._words": {
         "KEEP_WORDS": "the words, documented in docs/policy.md",
@@ -120,7 +129,10 @@ def _submodules() -> list[str]:
 
 
 #: Private packages: everything below them is internal.
-INTERNAL_PACKAGES = {"keepalive._path": "the path model shared by the core's default policy and the checker"}
+INTERNAL_PACKAGES = {
+    "keepalive._path": "the path model shared by the core's default policy and the checker",
+    "keepalive._enforce": "the BPF program's assembler, loader and program; its API is exported by keepalive",
+}
 
 
 def _private(module_name: str) -> bool:
