@@ -192,7 +192,8 @@ def _shortfalls(state: SocketState, policy: Policy) -> list[str]:
     """What keeps ``state`` from fitting ``policy``; empty when it fits.
 
     Fits: SO_KEEPALIVE on; idle, interval and count no larger than the policy's; when the policy sets a user
-    timeout, TCP_USER_TIMEOUT set and no larger than it (a policy with ``user_timeout=keep`` or ``off`` asks nothing of it).
+    timeout, TCP_USER_TIMEOUT set and no larger than it (a policy with ``user_timeout=keep`` or ``off`` asks
+    nothing of it).
     """
     if state.keepalive is None:
         return [state.reason]
