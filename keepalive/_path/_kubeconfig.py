@@ -13,7 +13,6 @@ Nothing here raises for bad input.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -129,6 +128,8 @@ def load_text(text: str) -> tuple[object, str | None]:
     stripped = text.lstrip()
     json_reason = ""
     if stripped.startswith(("{", "[")):
+        import json  # here: only JSON text needs it
+
         try:
             return json.loads(stripped), None
         except (ValueError, RecursionError) as exc:

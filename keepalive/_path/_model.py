@@ -24,19 +24,13 @@ import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from keepalive._path._finding import Finding, Severity
-from keepalive._path._kubeproxy import (
-    ENV_KUBE_PROXY_CONFIG,
-    KubeProxy,
-    discover_kube_proxy,
-    fetch_configz,
-    loopback_url,
-)
-from keepalive._path._kubeproxy import read_kube_proxy_file as _read_kube_proxy_file
 from keepalive._path._middleboxes import MIDDLEBOX_NOTES, MIDDLEBOXES, parse_middleboxes
+from keepalive._path._pace import pause
 from keepalive._path._proc import (
+    ENV_KUBE_PROXY_CONFIG,
     ENV_PROC_ROOT,
     ESTABLISHED,
     NAMESPACE_OTHER,
@@ -48,6 +42,11 @@ from keepalive._path._proc import (
     read_sysctl,
 )
 from keepalive._path._source import Source, plain
+
+if TYPE_CHECKING:
+    # Imported where used: the default policy's cheap path (on the caller's thread, maybe an event loop) reads no
+    # kube-proxy configuration unless one is named, so it never pays for the readers and their imports.
+    from keepalive._path._kubeproxy import KubeProxy
 
 __all__ = [
     "ENV_MIDDLEBOX",
@@ -258,6 +257,8 @@ def gather(
     """
     env: Mapping[str, str] = os.environ if environ is None else environ
     if kube_proxy_url is not None:
+        from keepalive._path._kubeproxy import loopback_url
+
         loopback_url(kube_proxy_url)  # raises NotLoopback (a ValueError) before anything is read
     if kube_proxy_config is not None and not os.fspath(kube_proxy_config).strip():
         raise ValueError("kube_proxy_config: empty path (give kube-proxy's configuration file, or leave it out)")
@@ -272,6 +273,7 @@ def gather(
     _middleboxes(found, env, middleboxes, middlebox_origin)
     _path_timeout(found, env, path_timeout, path_timeout_origin)
     namespace, sysctls = _node(found, env, root, proc_root is not None, evidence_only)
+    pause()  # in the runtime check's thread: let an event loop in this process run between the steps
     _kube_proxy(found, env, kube_proxy_config, kube_proxy_url, None if evidence_only else root)
     return PathModel(
         evidence=tuple(found.evidence),
@@ -356,7 +358,10 @@ def _node(
             )
     namespace = detect_namespace(root)
     wanted = [(ESTABLISHED, "s")] if evidence_only else SYSCTLS
-    sysctls = {name: read_sysctl(root, name, unit) for name, unit in wanted}
+    sysctls: dict[str, Source] = {}
+    for name, unit in wanted:
+        pause()
+        sysctls[name] = read_sysctl(root, name, unit)
     established = sysctls[ESTABLISHED]
     value = established.value
     if isinstance(value, int) and not isinstance(value, bool):
@@ -395,9 +400,16 @@ def _kube_proxy(
     ``/configz`` URL (only when given) and -- see below -- a running kube-proxy found under the proc root."""
     path = os.fspath(config) if config is not None else env.get(ENV_KUBE_PROXY_CONFIG, "").strip() or None
     optional = config is None  # a file named by the environment may be an absent optional ConfigMap mount
+    if not path and not url and proc_root is None:
+        return  # nothing to read: the kube-proxy readers are not even imported
+    pause()
+    from keepalive._path._kubeproxy import discover_kube_proxy, fetch_configz, read_kube_proxy_file
+
+    pause()
+
     loads: list[tuple[str, Any, bool]] = []
     if path:
-        loads.append((path, _read_kube_proxy_file, optional))
+        loads.append((path, read_kube_proxy_file, optional))
     if url:
         loads.append((url, fetch_configz, False))
     for where, load, may_be_absent in loads:
@@ -416,6 +428,7 @@ def _kube_proxy(
             )
             continue
         _add_kube_proxy(found, proxy)
+        pause()
     if proc_root is None:
         return  # the default policy's cheap path: no scan of the process table
     # A running kube-proxy (a hostPID DaemonSet sees the node's processes): its flags and the --config they name.
