@@ -26,7 +26,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from keepalive._path._finding import Finding, Severity
 from keepalive._path._middleboxes import MIDDLEBOX_NOTES, MIDDLEBOXES, parse_middleboxes
 from keepalive._path._pace import pause
 from keepalive._path._proc import (
@@ -44,6 +43,8 @@ from keepalive._path._proc import (
 from keepalive._path._source import Source, plain
 
 if TYPE_CHECKING:
+    from keepalive._path._finding import Finding
+
     # Imported where used: the default policy's cheap path (on the caller's thread, maybe an event loop) reads no
     # kube-proxy configuration unless one is named, so it never pays for the readers and their imports.
     from keepalive._path._kubeproxy import KubeProxy
@@ -224,12 +225,23 @@ class PathModel:
         }
 
 
-@dataclass
+def _finding(severity: str, code: str, message: str, fix: str, data: Mapping[str, Any]) -> Finding:
+    """A :class:`Finding`; its module is imported only when there is one to report (not on the cheap path)."""
+    from keepalive._path._finding import Finding, Severity
+
+    return Finding(Severity(severity), code, message, fix, data)
+
+
 class _Gathered:
-    evidence: list[Evidence] = field(default_factory=list)
-    sources: list[Source] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
-    kube_proxy: KubeProxy | None = None
+    """What :func:`gather` collects (a plain class: the default policy's cheap path defines no more than needed)."""
+
+    __slots__ = ("evidence", "findings", "kube_proxy", "sources")
+
+    def __init__(self) -> None:
+        self.evidence: list[Evidence] = []
+        self.sources: list[Source] = []
+        self.findings: list[Finding] = []
+        self.kube_proxy: KubeProxy | None = None
 
 
 def gather(
@@ -291,8 +303,8 @@ def _middleboxes(found: _Gathered, env: Mapping[str, str], given: str | Iterable
         names, unknown = parse_middleboxes(env.get(ENV_MIDDLEBOX, ""))
         origin = ENV_MIDDLEBOX
         found.findings.extend(
-            Finding(
-                Severity.WARNING,
+            _finding(
+                "warning",
                 "unknown-middlebox",
                 f"{ENV_MIDDLEBOX} names {name!r}, which is not a known middlebox preset; it was ignored.",
                 f"Use one of: {', '.join(MIDDLEBOXES)}; or give its idle timeout with {ENV_PATH_TIMEOUT}.",
@@ -323,8 +335,8 @@ def _path_timeout(found: _Gathered, env: Mapping[str, str], given: float | None,
         value, reason = parse_seconds(raw)
         if value is None:
             found.findings.append(
-                Finding(
-                    Severity.WARNING,
+                _finding(
+                    "warning",
                     "invalid-path-timeout",
                     f"{ENV_PATH_TIMEOUT}={raw[:40]!r} is not usable: {reason}; it was ignored.",
                     f"Set {ENV_PATH_TIMEOUT} to the path's idle timeout in seconds, e.g. 350.",
@@ -348,8 +360,8 @@ def _node(
         problem = proc_root_problem(root)
         if problem:
             found.findings.append(
-                Finding(
-                    Severity.ERROR,
+                _finding(
+                    "error",
                     "proc-root-invalid",
                     f"{ENV_PROC_ROOT}={root}: {problem}; nothing about this node could be read.",
                     f"Mount the host's proc there (hostPath /proc) or point {ENV_PROC_ROOT} at a proc tree.",
@@ -367,8 +379,8 @@ def _node(
     if isinstance(value, int) and not isinstance(value, bool):
         if value == 0:
             found.findings.append(
-                Finding(
-                    Severity.WARNING,
+                _finding(
+                    "warning",
                     "conntrack-timeout-zero",
                     f"{ESTABLISHED} is 0 ({established.origin}): conntrack forgets an established connection as soon "
                     "as it is quiet, so no keepalive is short enough; it is not used as the path timeout.",
@@ -418,8 +430,8 @@ def _kube_proxy(
             found.sources.append(Source("kube-proxy configuration", None, where, reason=reason))
             absent = may_be_absent and reason == "no such file"
             found.findings.append(
-                Finding(
-                    Severity.INFO if absent else Severity.WARNING,
+                _finding(
+                    "info" if absent else "warning",
                     "kube-proxy-unreadable",
                     f"kube-proxy configuration {where} could not be used: {reason}.",
                     _KUBE_PROXY_FIX,
@@ -439,8 +451,8 @@ def _kube_proxy(
         where = f"running kube-proxy under {proc_root}"
         found.sources.append(Source("kube-proxy configuration", None, where, reason=reason))
         found.findings.append(
-            Finding(
-                Severity.INFO,
+            _finding(
+                "info",
                 "kube-proxy-unreadable",
                 f"kube-proxy configuration {where} could not be used: {reason}.",
                 _KUBE_PROXY_FIX,
@@ -505,8 +517,8 @@ def _add_kube_proxy(found: _Gathered, proxy: KubeProxy) -> None:
         found.evidence.append(Evidence(ipvs, f"kube-proxy ipvs.tcpTimeout (IPVS mode) in {origin}", NODE))
     for problem in getattr(proxy, "refused", ()):
         found.findings.append(
-            Finding(
-                Severity.WARNING,
+            _finding(
+                "warning",
                 "kube-proxy-config-refused",
                 f"kube-proxy configuration {origin}: {problem}; kube-proxy refuses to start with it.",
                 "Fix that field as the message says; kube-proxy's own error names it the same way.",
