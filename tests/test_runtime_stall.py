@@ -26,6 +26,7 @@ HEAVY = (
     "keepalive._path._kubeproxy",
     "keepalive._path._kubeconfig",
     "keepalive._path._finding",
+    "keepalive._path._parse",
     "keepalive.checker._check",
     "pathlib",
     "json",

@@ -11,10 +11,13 @@ import errno
 import os
 import stat
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from keepalive._path._parse import NfStat, decode_text, parse_int, parse_nf_stat
 from keepalive._path._source import Source
+from keepalive._path._text import decode_text, parse_int
+
+if TYPE_CHECKING:
+    from keepalive._path._parse import NfStat
 
 __all__ = [
     "ENV_KUBE_PROXY_CONFIG",
@@ -228,6 +231,8 @@ def nf_stat_path(proc_root: str | os.PathLike[str]) -> str:
 
 def read_nf_stat(proc_root: str | os.PathLike[str]) -> tuple[NfStat | None, str | None]:
     """The parsed conntrack statistics, or the reason they are unknown."""
+    from keepalive._path._parse import parse_nf_stat  # here: the default policy's cheap path reads no statistics
+
     missing = _missing_root(proc_root)
     if missing:
         return None, missing

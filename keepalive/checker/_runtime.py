@@ -61,6 +61,7 @@ _NODE_CODES: Final = frozenset(
 STEPS: Final = (
     "keepalive._path._pace",
     "keepalive._path._source",
+    "keepalive._path._text",
     "keepalive._path._parse",
     "keepalive._path._finding",
     "keepalive._path._middleboxes",
