@@ -23,8 +23,8 @@ import enum
 import math
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from keepalive._path._middleboxes import MIDDLEBOX_NOTES, MIDDLEBOXES, parse_middleboxes
 from keepalive._path._pace import pause
@@ -123,9 +123,8 @@ def parse_seconds(text: str) -> tuple[float | None, str | None]:
     return number, None
 
 
-@dataclass(frozen=True, slots=True)
-class Evidence:
-    """One idle timeout on the path.
+class Evidence(NamedTuple):
+    """One idle timeout on the path (a named tuple: see :class:`PathModel`).
 
     Attributes:
         timeout: seconds.
@@ -167,9 +166,16 @@ def established_counts(namespace: Namespace, value: int) -> tuple[bool, str | No
     )
 
 
-@dataclass(frozen=True)
-class PathModel:
+_NOT_READ: Final = Namespace("unknown", "not read")
+_NO_SYSCTLS: Final[Mapping[str, Source]] = MappingProxyType({})
+
+
+class PathModel(NamedTuple):
     """Everything known about the path's idle timeouts.
+
+    It, :class:`Evidence` and :class:`~keepalive._path._proc.Namespace` are named tuples, not dataclasses: the
+    default policy's cheap path defines them on the caller's thread (maybe an event loop's), where a frozen
+    dataclass costs about ten times as much to define (0.5-1 ms each on a busy machine).
 
     Attributes:
         evidence: every idle timeout on the path, each with its provenance.
@@ -185,8 +191,8 @@ class PathModel:
     sources: tuple[Source, ...] = ()
     findings: tuple[Finding, ...] = ()
     proc_root: str = "/proc"
-    namespace: Namespace = field(default_factory=lambda: Namespace("unknown", "not read"))
-    sysctls: Mapping[str, Source] = field(default_factory=dict)
+    namespace: Namespace = _NOT_READ
+    sysctls: Mapping[str, Source] = _NO_SYSCTLS
     kube_proxy: KubeProxy | None = None
 
     @property
