@@ -57,7 +57,7 @@ _NODE_CODES: Final = frozenset(
 )
 
 #: Every module the runtime check imports, leaves first, so each import runs only its own module's body (a
-#: millisecond or so) between two pauses. tests/test_checker_runtime.py holds the list to what the check imports.
+#: millisecond or so) between two pauses. tests/test_runtime_stall.py holds the list to what the check imports.
 STEPS: Final = (
     "keepalive._path._pace",
     "keepalive._path._source",
