@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import ipaddress
 import os
 import socket
 import time
-import urllib.parse
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, Final
 
 from keepalive._path._kubeconfig import (
@@ -44,8 +41,9 @@ from keepalive._path._kubeflags import (
     parse_flags,
 )
 from keepalive._path._kubemanifest import config_map_text, find_container, locate_config
+from keepalive._path._pace import pause
 from keepalive._path._parse import decode_text
-from keepalive._path._proc import read_bytes
+from keepalive._path._proc import ENV_KUBE_PROXY_CONFIG, read_bytes
 
 __all__ = [
     "ENV_KUBE_PROXY_CONFIG",
@@ -59,13 +57,14 @@ __all__ = [
     "read_kube_proxy_file",
 ]
 
-ENV_KUBE_PROXY_CONFIG: Final = "KEEPALIVE_KUBE_PROXY_CONFIG"
 #: kube-proxy's defaults for the established and close-wait timeouts (kept for callers of 0.1).
 DEFAULT_ESTABLISHED: Final = 86400.0
 DEFAULT_CLOSE_WAIT: Final = 3600.0
 CONFIG_LIMIT: Final = 4 * 1024 * 1024
 #: Discovery's bounds: /proc entries looked at, bytes of one cmdline, bytes of all cmdlines together.
 MAX_PROC_ENTRIES: Final = 100_000
+#: Processes looked at between two pauses of a paced scan (:mod:`._pace`): a few hundred microseconds of work.
+_PIDS_PER_STEP: Final = 32
 CMDLINE_LIMIT: Final = 256 * 1024
 CMDLINE_BUDGET: Final = 32 * 1024 * 1024
 NOT_FOUND: Final = (
@@ -214,7 +213,7 @@ def discover_kube_proxy(proc_root: str) -> tuple[KubeProxy | None, str | None]:
     when that exists. Returns (None, None) when no kube-proxy runs, (None, reason) when one runs but can't be
     read (or the search stopped at its bounds); with several, the lowest pid is read.
     """
-    root = Path(proc_root)
+    root = os.fspath(proc_root)
     pids: list[int] = []
     truncated = False
     try:
@@ -228,8 +227,10 @@ def discover_kube_proxy(proc_root: str) -> tuple[KubeProxy | None, str | None]:
     except (OSError, ValueError) as exc:
         return None, f"cannot list the processes in {proc_root}: {getattr(exc, 'strerror', None) or exc}"
     budget = CMDLINE_BUDGET
-    for pid in sorted(pids):
-        data, _ = read_bytes(root / str(pid) / "cmdline", CMDLINE_LIMIT)
+    for index, pid in enumerate(sorted(pids)):
+        if index % _PIDS_PER_STEP == _PIDS_PER_STEP - 1:
+            pause()  # the runtime check yields here, so an event loop in this process keeps its turns
+        data, _ = read_bytes(os.path.join(root, str(pid), "cmdline"), CMDLINE_LIMIT)
         if not data:
             continue  # gone, a kernel thread, unreadable, or too long to be kube-proxy's
         budget -= len(data)
@@ -244,12 +245,11 @@ def discover_kube_proxy(proc_root: str) -> tuple[KubeProxy | None, str | None]:
     return None, None
 
 
-def _read_in(root: Path, pid: int, path: str) -> tuple[KubeProxy | None, str | None]:
+def _read_in(root: str, pid: int, path: str) -> tuple[KubeProxy | None, str | None]:
     """A file as process ``pid`` sees it: through ``<root>/<pid>/root`` (its mount namespace) when that exists."""
-    process = root / str(pid)
-    base = process / ("root" if path.startswith("/") else "cwd")
+    base = os.path.join(root, str(pid), "root" if path.startswith("/") else "cwd")
     if os.path.isdir(base):
-        return _read_config_file(str(base / path.lstrip("/")))
+        return _read_config_file(os.path.join(base, path.lstrip("/")))
     if os.path.lexists(base):  # the link is there but can't be followed: not the host's file of the same name
         return None, f"cannot enter kube-proxy's mount namespace through {base} (permission denied?)"
     return _read_config_file(path)
@@ -266,6 +266,9 @@ def loopback_url(url: str) -> str:
     Raises:
         NotLoopback: with the reason, for any other URL.
     """
+    import ipaddress  # here: only a URL needs them, and the runtime check imports this module
+    import urllib.parse
+
     try:
         parts = urllib.parse.urlsplit(url.strip())
         port = parts.port
@@ -318,6 +321,7 @@ def _get(target: str, timeout: float) -> tuple[int, str, bytes]:
     cannot hold the caller past the deadline. Raises TimeoutError, OSError or ValueError.
     """
     import http.client
+    import urllib.parse
 
     deadline = time.monotonic() + timeout
     parts = urllib.parse.urlsplit(target)

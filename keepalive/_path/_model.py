@@ -23,20 +23,13 @@ import enum
 import math
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Final
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from keepalive._path._finding import Finding, Severity
-from keepalive._path._kubeproxy import (
-    ENV_KUBE_PROXY_CONFIG,
-    KubeProxy,
-    discover_kube_proxy,
-    fetch_configz,
-    loopback_url,
-)
-from keepalive._path._kubeproxy import read_kube_proxy_file as _read_kube_proxy_file
 from keepalive._path._middleboxes import MIDDLEBOX_NOTES, MIDDLEBOXES, parse_middleboxes
+from keepalive._path._pace import pause
 from keepalive._path._proc import (
+    ENV_KUBE_PROXY_CONFIG,
     ENV_PROC_ROOT,
     ESTABLISHED,
     NAMESPACE_OTHER,
@@ -48,6 +41,13 @@ from keepalive._path._proc import (
     read_sysctl,
 )
 from keepalive._path._source import Source, plain
+
+if TYPE_CHECKING:
+    from keepalive._path._finding import Finding
+
+    # Imported where used: the default policy's cheap path (on the caller's thread, maybe an event loop) reads no
+    # kube-proxy configuration unless one is named, so it never pays for the readers and their imports.
+    from keepalive._path._kubeproxy import KubeProxy
 
 __all__ = [
     "ENV_MIDDLEBOX",
@@ -123,9 +123,8 @@ def parse_seconds(text: str) -> tuple[float | None, str | None]:
     return number, None
 
 
-@dataclass(frozen=True, slots=True)
-class Evidence:
-    """One idle timeout on the path.
+class Evidence(NamedTuple):
+    """One idle timeout on the path (a named tuple: see :class:`PathModel`).
 
     Attributes:
         timeout: seconds.
@@ -167,9 +166,16 @@ def established_counts(namespace: Namespace, value: int) -> tuple[bool, str | No
     )
 
 
-@dataclass(frozen=True)
-class PathModel:
+_NOT_READ: Final = Namespace("unknown", "not read")
+_NO_SYSCTLS: Final[Mapping[str, Source]] = MappingProxyType({})
+
+
+class PathModel(NamedTuple):
     """Everything known about the path's idle timeouts.
+
+    It, :class:`Evidence` and :class:`~keepalive._path._proc.Namespace` are named tuples, not dataclasses: the
+    default policy's cheap path defines them on the caller's thread (maybe an event loop's), where a frozen
+    dataclass costs about ten times as much to define (0.5-1 ms each on a busy machine).
 
     Attributes:
         evidence: every idle timeout on the path, each with its provenance.
@@ -185,8 +191,8 @@ class PathModel:
     sources: tuple[Source, ...] = ()
     findings: tuple[Finding, ...] = ()
     proc_root: str = "/proc"
-    namespace: Namespace = field(default_factory=lambda: Namespace("unknown", "not read"))
-    sysctls: Mapping[str, Source] = field(default_factory=dict)
+    namespace: Namespace = _NOT_READ
+    sysctls: Mapping[str, Source] = _NO_SYSCTLS
     kube_proxy: KubeProxy | None = None
 
     @property
@@ -225,12 +231,23 @@ class PathModel:
         }
 
 
-@dataclass
+def _finding(severity: str, code: str, message: str, fix: str, data: Mapping[str, Any]) -> Finding:
+    """A :class:`Finding`; its module is imported only when there is one to report (not on the cheap path)."""
+    from keepalive._path._finding import Finding, Severity
+
+    return Finding(Severity(severity), code, message, fix, data)
+
+
 class _Gathered:
-    evidence: list[Evidence] = field(default_factory=list)
-    sources: list[Source] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
-    kube_proxy: KubeProxy | None = None
+    """What :func:`gather` collects (a plain class: the default policy's cheap path defines no more than needed)."""
+
+    __slots__ = ("evidence", "findings", "kube_proxy", "sources")
+
+    def __init__(self) -> None:
+        self.evidence: list[Evidence] = []
+        self.sources: list[Source] = []
+        self.findings: list[Finding] = []
+        self.kube_proxy: KubeProxy | None = None
 
 
 def gather(
@@ -258,6 +275,8 @@ def gather(
     """
     env: Mapping[str, str] = os.environ if environ is None else environ
     if kube_proxy_url is not None:
+        from keepalive._path._kubeproxy import loopback_url
+
         loopback_url(kube_proxy_url)  # raises NotLoopback (a ValueError) before anything is read
     if kube_proxy_config is not None and not os.fspath(kube_proxy_config).strip():
         raise ValueError("kube_proxy_config: empty path (give kube-proxy's configuration file, or leave it out)")
@@ -272,6 +291,7 @@ def gather(
     _middleboxes(found, env, middleboxes, middlebox_origin)
     _path_timeout(found, env, path_timeout, path_timeout_origin)
     namespace, sysctls = _node(found, env, root, proc_root is not None, evidence_only)
+    pause()  # in the runtime check's thread: let an event loop in this process run between the steps
     _kube_proxy(found, env, kube_proxy_config, kube_proxy_url, None if evidence_only else root)
     return PathModel(
         evidence=tuple(found.evidence),
@@ -289,8 +309,8 @@ def _middleboxes(found: _Gathered, env: Mapping[str, str], given: str | Iterable
         names, unknown = parse_middleboxes(env.get(ENV_MIDDLEBOX, ""))
         origin = ENV_MIDDLEBOX
         found.findings.extend(
-            Finding(
-                Severity.WARNING,
+            _finding(
+                "warning",
                 "unknown-middlebox",
                 f"{ENV_MIDDLEBOX} names {name!r}, which is not a known middlebox preset; it was ignored.",
                 f"Use one of: {', '.join(MIDDLEBOXES)}; or give its idle timeout with {ENV_PATH_TIMEOUT}.",
@@ -321,8 +341,8 @@ def _path_timeout(found: _Gathered, env: Mapping[str, str], given: float | None,
         value, reason = parse_seconds(raw)
         if value is None:
             found.findings.append(
-                Finding(
-                    Severity.WARNING,
+                _finding(
+                    "warning",
                     "invalid-path-timeout",
                     f"{ENV_PATH_TIMEOUT}={raw[:40]!r} is not usable: {reason}; it was ignored.",
                     f"Set {ENV_PATH_TIMEOUT} to the path's idle timeout in seconds, e.g. 350.",
@@ -346,8 +366,8 @@ def _node(
         problem = proc_root_problem(root)
         if problem:
             found.findings.append(
-                Finding(
-                    Severity.ERROR,
+                _finding(
+                    "error",
                     "proc-root-invalid",
                     f"{ENV_PROC_ROOT}={root}: {problem}; nothing about this node could be read.",
                     f"Mount the host's proc there (hostPath /proc) or point {ENV_PROC_ROOT} at a proc tree.",
@@ -356,14 +376,17 @@ def _node(
             )
     namespace = detect_namespace(root)
     wanted = [(ESTABLISHED, "s")] if evidence_only else SYSCTLS
-    sysctls = {name: read_sysctl(root, name, unit) for name, unit in wanted}
+    sysctls: dict[str, Source] = {}
+    for name, unit in wanted:
+        pause()
+        sysctls[name] = read_sysctl(root, name, unit)
     established = sysctls[ESTABLISHED]
     value = established.value
     if isinstance(value, int) and not isinstance(value, bool):
         if value == 0:
             found.findings.append(
-                Finding(
-                    Severity.WARNING,
+                _finding(
+                    "warning",
                     "conntrack-timeout-zero",
                     f"{ESTABLISHED} is 0 ({established.origin}): conntrack forgets an established connection as soon "
                     "as it is quiet, so no keepalive is short enough; it is not used as the path timeout.",
@@ -395,9 +418,16 @@ def _kube_proxy(
     ``/configz`` URL (only when given) and -- see below -- a running kube-proxy found under the proc root."""
     path = os.fspath(config) if config is not None else env.get(ENV_KUBE_PROXY_CONFIG, "").strip() or None
     optional = config is None  # a file named by the environment may be an absent optional ConfigMap mount
+    if not path and not url and proc_root is None:
+        return  # nothing to read: the kube-proxy readers are not even imported
+    pause()
+    from keepalive._path._kubeproxy import discover_kube_proxy, fetch_configz, read_kube_proxy_file
+
+    pause()
+
     loads: list[tuple[str, Any, bool]] = []
     if path:
-        loads.append((path, _read_kube_proxy_file, optional))
+        loads.append((path, read_kube_proxy_file, optional))
     if url:
         loads.append((url, fetch_configz, False))
     for where, load, may_be_absent in loads:
@@ -406,8 +436,8 @@ def _kube_proxy(
             found.sources.append(Source("kube-proxy configuration", None, where, reason=reason))
             absent = may_be_absent and reason == "no such file"
             found.findings.append(
-                Finding(
-                    Severity.INFO if absent else Severity.WARNING,
+                _finding(
+                    "info" if absent else "warning",
                     "kube-proxy-unreadable",
                     f"kube-proxy configuration {where} could not be used: {reason}.",
                     _KUBE_PROXY_FIX,
@@ -416,6 +446,7 @@ def _kube_proxy(
             )
             continue
         _add_kube_proxy(found, proxy)
+        pause()
     if proc_root is None:
         return  # the default policy's cheap path: no scan of the process table
     # A running kube-proxy (a hostPID DaemonSet sees the node's processes): its flags and the --config they name.
@@ -426,8 +457,8 @@ def _kube_proxy(
         where = f"running kube-proxy under {proc_root}"
         found.sources.append(Source("kube-proxy configuration", None, where, reason=reason))
         found.findings.append(
-            Finding(
-                Severity.INFO,
+            _finding(
+                "info",
                 "kube-proxy-unreadable",
                 f"kube-proxy configuration {where} could not be used: {reason}.",
                 _KUBE_PROXY_FIX,
@@ -492,8 +523,8 @@ def _add_kube_proxy(found: _Gathered, proxy: KubeProxy) -> None:
         found.evidence.append(Evidence(ipvs, f"kube-proxy ipvs.tcpTimeout (IPVS mode) in {origin}", NODE))
     for problem in getattr(proxy, "refused", ()):
         found.findings.append(
-            Finding(
-                Severity.WARNING,
+            _finding(
+                "warning",
                 "kube-proxy-config-refused",
                 f"kube-proxy configuration {origin}: {problem}; kube-proxy refuses to start with it.",
                 "Fix that field as the message says; kube-proxy's own error names it the same way.",

@@ -10,14 +10,16 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 
-from keepalive._path._parse import NfStat, decode_text, parse_int, parse_nf_stat
 from keepalive._path._source import Source
+from keepalive._path._text import decode_text, parse_int
+
+if TYPE_CHECKING:
+    from keepalive._path._parse import NfStat
 
 __all__ = [
+    "ENV_KUBE_PROXY_CONFIG",
     "ENV_PROC_ROOT",
     "NAMESPACE_INITIAL",
     "NAMESPACE_OTHER",
@@ -34,6 +36,9 @@ __all__ = [
 ]
 
 ENV_PROC_ROOT: Final = "KEEPALIVE_PROC_ROOT"
+#: kube-proxy's configuration file (read by :mod:`._kubeproxy`); here so the path model can name it without
+#: importing the kube-proxy readers.
+ENV_KUBE_PROXY_CONFIG: Final = "KEEPALIVE_KUBE_PROXY_CONFIG"
 DEFAULT_PROC_ROOT: Final = "/proc"
 
 ESTABLISHED: Final = "net.netfilter.nf_conntrack_tcp_timeout_established"
@@ -67,6 +72,8 @@ NAMESPACE_INITIAL: Final = "initial"
 NAMESPACE_OTHER: Final = "non-initial"
 NAMESPACE_UNKNOWN: Final = "unknown"
 
+_MISSING_ERRNOS: Final = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EBADF})
+
 
 def default_proc_root(environ: dict[str, str] | None = None) -> str:
     """``KEEPALIVE_PROC_ROOT`` when set (e.g. ``/host/proc``), else ``/proc``."""
@@ -74,9 +81,9 @@ def default_proc_root(environ: dict[str, str] | None = None) -> str:
     return env.get(ENV_PROC_ROOT, "").strip() or DEFAULT_PROC_ROOT
 
 
-def sysctl_path(proc_root: str | Path, name: str) -> Path:
+def sysctl_path(proc_root: str | os.PathLike[str], name: str) -> str:
     """``net.ipv4.tcp_keepalive_time`` -> ``<proc_root>/sys/net/ipv4/tcp_keepalive_time``."""
-    return Path(proc_root, "sys", *name.split("."))
+    return os.path.join(os.fspath(proc_root), "sys", *name.split("."))
 
 
 def _os_reason(exc: OSError) -> str:
@@ -91,7 +98,7 @@ def _os_reason(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
-def read_bytes(path: str | Path, limit: int) -> tuple[bytes | None, str | None]:
+def read_bytes(path: str | os.PathLike[str], limit: int) -> tuple[bytes | None, str | None]:
     """At most ``limit`` bytes of a regular file (proc files included), or the reason it can't be read.
 
     Opens non-blocking and refuses anything but a regular file, so a FIFO or device never hangs the check.
@@ -122,22 +129,35 @@ def read_bytes(path: str | Path, limit: int) -> tuple[bytes | None, str | None]:
         os.close(fd)
 
 
-def proc_root_problem(proc_root: str | Path) -> str | None:
+def proc_root_problem(proc_root: str | os.PathLike[str]) -> str | None:
     """Why ``proc_root`` is not a mounted proc (missing, not a directory, no ``sys`` directory), or None."""
-    root = Path(proc_root)
+    # os.stat, not pathlib: this runs on the caller's thread (the default policy), where every import costs.
+    # Missing (ENOENT, ENOTDIR, ELOOP, EBADF) is "does not exist", as Path.exists() has it; anything else is shown.
     try:
-        if not root.exists():
-            return "does not exist"
-        if not root.is_dir():
+        root = os.fspath(proc_root)
+        try:
+            mode = os.stat(root).st_mode
+        except OSError as exc:
+            if exc.errno in _MISSING_ERRNOS:
+                return "does not exist"
+            raise
+        if not stat.S_ISDIR(mode):
             return "is not a directory"
-        if not root.joinpath("sys").is_dir():
+        try:
+            sys_mode = os.stat(os.path.join(root, "sys")).st_mode
+        except OSError as exc:
+            if exc.errno in _MISSING_ERRNOS:
+                sys_mode = 0
+            else:
+                raise
+        if not stat.S_ISDIR(sys_mode):
             return "is not a proc tree (no sys directory: an empty or unmounted hostPath?)"
     except (OSError, ValueError) as exc:
         return f"cannot be read ({exc})"
     return None
 
 
-def _missing_root(proc_root: str | Path) -> str | None:
+def _missing_root(proc_root: str | os.PathLike[str]) -> str | None:
     problem = proc_root_problem(proc_root)
     if problem is None:
         return None
@@ -146,7 +166,7 @@ def _missing_root(proc_root: str | Path) -> str | None:
     return f"proc root {proc_root} {problem}"
 
 
-def read_sysctl(proc_root: str | Path, name: str, unit: str = "") -> Source:
+def read_sysctl(proc_root: str | os.PathLike[str], name: str, unit: str = "") -> Source:
     """One integer sysctl as a :class:`Source` (value None with the reason when it can't be read)."""
     path = sysctl_path(proc_root, name)
     missing = _missing_root(proc_root)
@@ -166,9 +186,12 @@ def read_sysctl(proc_root: str | Path, name: str, unit: str = "") -> Source:
     return Source(name, value, str(path), unit, reason=reason)
 
 
-@dataclass(frozen=True, slots=True)
-class Namespace:
-    """Which network namespace the sysctls describe: ``initial`` (the node's), ``non-initial`` or ``unknown``."""
+class Namespace(NamedTuple):
+    """Which network namespace the sysctls describe: ``initial`` (the node's), ``non-initial`` or ``unknown``.
+
+    A named tuple, not a dataclass: it is defined on the default policy's cheap path (the caller's thread, maybe an
+    event loop's), where a dataclass costs about ten times as much to define.
+    """
 
     state: str
     evidence: str
@@ -179,7 +202,7 @@ class Namespace:
         return self.state == NAMESPACE_INITIAL
 
 
-def detect_namespace(proc_root: str | Path) -> Namespace:
+def detect_namespace(proc_root: str | os.PathLike[str]) -> Namespace:
     """Outside the initial network namespace the kernel makes ``nf_conntrack_max`` and ``nf_conntrack_buckets``
     read-only (mode 0444); inside it they are 0644. Only the mode is looked at (a read-only /proc mount, as in
     most containers, does not change it)."""
@@ -203,13 +226,15 @@ def detect_namespace(proc_root: str | Path) -> Namespace:
     return Namespace(NAMESPACE_UNKNOWN, "; ".join(reasons) or "nothing to look at")
 
 
-def nf_stat_path(proc_root: str | Path) -> Path:
+def nf_stat_path(proc_root: str | os.PathLike[str]) -> str:
     """``<proc_root>/net/stat/nf_conntrack``."""
-    return Path(proc_root, "net", "stat", "nf_conntrack")
+    return os.path.join(os.fspath(proc_root), "net", "stat", "nf_conntrack")
 
 
-def read_nf_stat(proc_root: str | Path) -> tuple[NfStat | None, str | None]:
+def read_nf_stat(proc_root: str | os.PathLike[str]) -> tuple[NfStat | None, str | None]:
     """The parsed conntrack statistics, or the reason they are unknown."""
+    from keepalive._path._parse import parse_nf_stat  # here: the default policy's cheap path reads no statistics
+
     missing = _missing_root(proc_root)
     if missing:
         return None, missing

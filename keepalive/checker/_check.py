@@ -11,6 +11,7 @@ from typing import Final
 
 from keepalive._exceptions import InvalidPolicy
 from keepalive._path._model import ENV_MIDDLEBOX, PathModel, gather, parse_seconds
+from keepalive._path._pace import pause
 from keepalive._path._parse import NfStat
 from keepalive._path._proc import nf_stat_path, read_nf_stat
 from keepalive._policy import BUILTIN_POLICY, Policy, explain_default_policy, recommended_policy
@@ -197,8 +198,10 @@ def run_check(
         kube_proxy_config=kube_proxy_config,
         kube_proxy_url=kube_proxy_url,
     )
+    pause()  # a paced thread (the runtime check) lets an event loop in this process run between the steps
     checked, checked_origin, policy_findings = _policy_under_check(policy, policy_origin)
     stats = _read_stats(model.proc_root, float(sample))
+    pause()
     recommended, recommended_origin = recommended_policy(model.path_timeout, model.named, model.path_label)
     facts = Facts(
         policy=checked,
@@ -217,4 +220,5 @@ def run_check(
         unreadable=[source for source in model.sysctls.values() if not source.known],
         input_findings=[*policy_findings, *model.findings],
     )
+    pause()
     return _report(facts, model, stats)

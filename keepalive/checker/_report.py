@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import os
-import tempfile
-import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +18,8 @@ _WIDTH = 100
 
 
 def _wrap(text: str, indent: int, hanging: int | None = None) -> list[str]:
+    import textwrap  # the imports of the views are in the views: the runtime check only builds the report
+
     return textwrap.wrap(
         text,
         _WIDTH,
@@ -147,6 +145,8 @@ class Report:
 
     def to_json(self, *, indent: int | None = 2) -> str:
         """:meth:`to_dict` as JSON (NaN-free: unknown values are null)."""
+        import json
+
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=str)
 
     def to_text(self) -> str:
@@ -196,6 +196,8 @@ class Report:
         A hidden temporary file in the same directory (its name ends in ``.tmp``, which the collector ignores),
         fsync, then a rename over ``path``; the file is mode 0644. Raises ``OSError`` when it can't be written.
         """
+        import tempfile  # with shutil, random, bz2 and lzma: only a textfile needs it
+
         target = os.path.abspath(os.fspath(path))
         directory, name = os.path.split(target)
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
@@ -207,8 +209,10 @@ class Report:
             os.chmod(tmp, 0o644)
             os.replace(tmp, target)
         except BaseException:
-            with contextlib.suppress(OSError):
+            try:
                 os.unlink(tmp)
+            except OSError:
+                pass
             raise
 
     def to_prometheus(self) -> str:

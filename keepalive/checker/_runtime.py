@@ -9,13 +9,17 @@
 Levels: WARNING (ERROR for an idle at or past the path timeout) only for what this process can act on -- its
 policy does not fit the path, or its own ``KEEPALIVE_*`` settings are wrong. INFO for history (since-boot
 conntrack counters: the runtime check does not sample) and for node settings its wrapped sockets do not use.
-This module imports nothing heavy: the checker itself is imported in the thread.
+This module imports nothing heavy: the checker itself is imported in the thread, one module at a time
+(:data:`STEPS`), and the thread pauses between those imports and between its reads (:mod:`keepalive._path._pace`),
+so an event loop in the same process waits at most one short step for the GIL, never a whole switch interval.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import sys
 import threading
 from typing import TYPE_CHECKING, Final
 
@@ -25,7 +29,7 @@ if TYPE_CHECKING:
     from keepalive._policy import Policy
     from keepalive.checker._model import Finding
 
-__all__ = ["detected_path_timeout", "reset", "run_once", "wait"]
+__all__ = ["STEPS", "check_policy", "detected_path_timeout", "reset", "run_once", "wait"]
 
 log = get_logger("check")
 
@@ -50,6 +54,27 @@ _NODE_CODES: Final = frozenset(
         "source-unreadable",
         "conntrack-not-loaded",
     }
+)
+
+#: Every module the runtime check imports, leaves first, so each import runs only its own module's body (a
+#: millisecond or so) between two pauses. tests/test_runtime_stall.py holds the list to what the check imports.
+STEPS: Final = (
+    "keepalive._path._pace",
+    "keepalive._path._source",
+    "keepalive._path._text",
+    "keepalive._path._parse",
+    "keepalive._path._finding",
+    "keepalive._path._middleboxes",
+    "keepalive._path._proc",
+    "keepalive._path._model",
+    "keepalive._path._kubeflags",
+    "keepalive._path._kubeconfig",
+    "keepalive._path._kubemanifest",
+    "keepalive._path._kubeproxy",
+    "keepalive.checker._model",
+    "keepalive.checker._findings",
+    "keepalive.checker._report",
+    "keepalive.checker._check",
 )
 
 _lock = threading.Lock()
@@ -102,6 +127,7 @@ def _log(finding: Finding, level: int) -> None:
 
 def check_policy(policy: Policy | None = None) -> None:
     """Judge ``policy`` (default: the process's) against the path model now, in this thread; log what is new."""
+    from keepalive._path._pace import pause
     from keepalive._policy import explain_default_policy
     from keepalive.checker._check import run_check
 
@@ -113,6 +139,7 @@ def check_policy(policy: Policy | None = None) -> None:
     if policy is None or policy == default:
         policy, origin = default, why or origin
     report = run_check(policy=policy, policy_origin=origin)
+    pause()
     for finding in report.findings:
         level = _level(finding)
         if level is None:
@@ -128,8 +155,23 @@ def check_policy(policy: Policy | None = None) -> None:
             log.debug("could not log finding %s", finding.code, exc_info=True)
 
 
+def _import_in_steps() -> None:
+    """Import :data:`STEPS` one module at a time, pausing after each (in a paced thread)."""
+    from keepalive._path._pace import pause
+
+    for name in STEPS:
+        if name not in sys.modules:
+            pause()
+            importlib.import_module(name)
+    pause()
+
+
 def _check_quietly(policy: Policy | None) -> None:
     try:
+        from keepalive._path._pace import set_paced
+
+        set_paced(True)  # this thread only: pause() gives the GIL back between steps
+        _import_in_steps()
         check_policy(policy)
     except Exception:
         # The check is advice; it must never break the process that triggered it.

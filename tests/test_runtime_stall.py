@@ -1,0 +1,187 @@
+"""What the first wrapped connect leaves to its thread and what it does on the caller's (maybe an event loop's):
+the default policy's cheap path imports no kube-proxy reader, no checker and no heavy standard-library module;
+the runtime check imports only its declared steps (each one a short step between two pauses); pacing is per
+thread. Each check runs in a fresh interpreter, where imports are not already done by other tests.
+
+The stall itself is a number: ``python -m benchmarks --only startup`` measures it (no timing asserts here).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from keepalive._path._pace import set_paced
+from keepalive.checker import _runtime as checker_runtime
+
+ROOT = Path(__file__).resolve().parent.parent
+KUBEADM_CONFIGMAP = ROOT / "tests" / "data" / "kube-proxy" / "kubeadm-configmap.yaml"
+
+#: Modules the caller's thread has no business importing for the default policy when no kube-proxy file is named.
+HEAVY = (
+    "keepalive._path._kubeproxy",
+    "keepalive._path._kubeconfig",
+    "keepalive._path._finding",
+    "keepalive._path._parse",
+    "keepalive.checker._check",
+    "pathlib",
+    "json",
+    "ipaddress",
+    "urllib.parse",
+    "tempfile",
+    "yaml",
+)
+
+
+def _run(code: str, **env: str) -> dict[str, object]:
+    """Run ``code`` in a fresh interpreter without KEEPALIVE_* settings (plus ``env``); ``code`` sets ``result``,
+    printed as JSON afterwards (json is imported only then: some checks are about what is imported)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("KEEPALIVE_")}
+    clean["PYTHONPATH"] = str(ROOT)
+    clean.update(env)
+    proc = subprocess.run(
+        [sys.executable, "-c", code + "\nimport json\nprint(json.dumps(result))\n"],
+        env=clean,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_default_policy_cheap_path_imports_no_reader_checker_or_heavy_module() -> None:
+    """With nothing named, the default policy reads the environment and one sysctl, and imports only the model."""
+    code = f"""
+import sys
+import keepalive
+keepalive.default_policy()
+result = {{"loaded": sorted(m for m in {HEAVY!r} if m in sys.modules)}}
+"""
+    assert _run(code)["loaded"] == []
+
+
+def test_default_policy_reads_kubeadm_configmap_without_importing_pyyaml() -> None:
+    """A kube-proxy ConfigMap as kubeadm writes it is read by the strict YAML subset (exactly as PyYAML reads it,
+    tests/test_kubeproxy_yaml.py), so the caller's thread does not pay PyYAML's import; the evidence is the same."""
+    code = """
+import sys
+import keepalive
+from keepalive._path._model import gather
+keepalive.default_policy()
+yaml_loaded = "yaml" in sys.modules
+model = gather(evidence_only=True)
+result = {"yaml": yaml_loaded, "evidence": [e.label for e in model.evidence],
+          "origin": model.kube_proxy.origin if model.kube_proxy else None}
+"""
+    found = _run(code, KEEPALIVE_KUBE_PROXY_CONFIG=str(KUBEADM_CONFIGMAP))
+    assert found["yaml"] is False
+    assert found["origin"] is not None
+    assert any("kube-proxy conntrack.tcpEstablishedTimeout" in str(label) for label in found["evidence"])  # type: ignore[union-attr]
+
+
+def test_kubeadm_configmap_gives_the_same_kube_proxy_with_and_without_the_subset() -> None:
+    """The subset is only a faster road: forcing PyYAML (a document the subset refuses) gives the same values."""
+    code = f"""
+import sys
+from keepalive._path import _kubeyaml
+from keepalive._path._kubeproxy import read_kube_proxy_file
+fast, _ = read_kube_proxy_file({str(KUBEADM_CONFIGMAP)!r})
+_kubeyaml.load_block_yaml = lambda text: (None, "refused for the test")
+slow, _ = read_kube_proxy_file({str(KUBEADM_CONFIGMAP)!r})
+fields = ("mode", "tcp_established_timeout", "tcp_close_wait_timeout", "tcp_be_liberal", "max_per_core", "min",
+          "ipvs_tcp_timeout", "defaulted", "problems", "refused")
+result = {{"fast": [repr(getattr(fast, f)) for f in fields], "slow": [repr(getattr(slow, f)) for f in fields],
+          "yaml_used": sys.modules.get("yaml") is not None}}
+"""
+    found = _run(code)
+    assert found["yaml_used"] is True
+    assert found["fast"] == found["slow"]
+
+
+def test_runtime_check_imports_nothing_beyond_its_steps() -> None:
+    """Every module the check needs is one of checker._runtime.STEPS (imported one per step, with a pause after
+    each): after those, judging a policy imports nothing more -- and never tempfile, json or PyYAML."""
+    code = """
+import importlib, sys
+import keepalive
+from keepalive.checker import _runtime
+keepalive.default_policy()
+for name in _runtime.STEPS:
+    importlib.import_module(name)
+before = set(sys.modules)
+_runtime.check_policy(None)
+result = {"new": sorted(set(sys.modules) - before),
+          "heavy": sorted(m for m in ("tempfile", "json", "yaml", "shutil") if m in sys.modules)}
+"""
+    found = _run(code)
+    assert found["new"] == []
+    assert found["heavy"] == []
+
+
+def test_steps_are_ordered_leaves_first() -> None:
+    """Each step imports no keepalive module of a later step, so one step runs one module's body."""
+    code = """
+import importlib, sys
+from keepalive.checker import _runtime
+late = []
+for index, name in enumerate(_runtime.STEPS):
+    importlib.import_module(name)
+    late += [(name, later) for later in _runtime.STEPS[index + 1:] if later in sys.modules]
+result = {"late": late}
+"""
+    assert _run(code)["late"] == []
+
+
+def test_pacing_is_per_thread() -> None:
+    """set_paced() marks only the calling thread: the runtime check's pauses never slow the CLI or other threads."""
+    seen: list[bool] = []
+
+    def other() -> None:
+        before = set_paced(False)
+        seen.append(before)
+
+    assert set_paced(True) is False
+    try:
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+        assert seen == [False]
+        assert set_paced(True) is True  # this thread still paced
+    finally:
+        set_paced(False)
+
+
+def test_runtime_check_thread_is_paced_and_leaves_callers_unpaced() -> None:
+    """The check's thread runs paced (its pauses give the GIL away) and the caller's thread stays unpaced."""
+    code = """
+import threading
+from keepalive._path import _pace
+from keepalive.checker import _runtime
+seen = []
+real = _runtime.check_policy
+def spy(policy):
+    seen.append((threading.current_thread().name, _pace.set_paced(True)))
+    real(policy)
+_runtime.check_policy = spy
+_runtime.run_once(None)
+_runtime.wait(30)
+result = {"seen": seen, "caller_paced": _pace.set_paced(False)}
+"""
+    found = _run(code)
+    assert found["seen"] == [["keepalive-check", True]]
+    assert found["caller_paced"] is False
+
+
+def test_steps_list_names_importable_modules() -> None:
+    """STEPS holds module names that exist (a renamed module would make a step fail silently in the thread)."""
+    import importlib.util
+
+    assert all(importlib.util.find_spec(name) is not None for name in checker_runtime.STEPS)
