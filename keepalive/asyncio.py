@@ -352,8 +352,11 @@ async def _getaddrinfo(
 ) -> list[_AddrInfo]:
     # A numeric address needs no resolver: answer it here, without the executor round trip, like the loop's own
     # fast path for IP literals. Anything else goes to loop.getaddrinfo() exactly as the loop would send it.
+    # An ASCII host goes as bytes: a str host makes CPython encode it with the "idna" codec, whose first use
+    # imports encodings.idna, stringprep and unicodedata (about 4 ms on the loop); an IP literal is ASCII anyway.
+    literal: str | bytes | None = host.encode("ascii") if isinstance(host, str) and host.isascii() else host
     try:
-        return list(socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, proto, flags | _NUMERIC))
+        return list(socket.getaddrinfo(literal, port, family, socket.SOCK_STREAM, proto, flags | _NUMERIC))
     except (socket.gaierror, UnicodeError):
         pass
     return list(await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM, proto=proto, flags=flags))

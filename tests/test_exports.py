@@ -52,6 +52,8 @@ INTERNAL = {
         "reset": "for tests",
         "run_once": "contract with keepalive._runtime (CONTRIBUTING.md)",
         "wait": "for tests: wait for the background runtime check",
+        "check_policy": "the runtime check's synchronous body (for tests and the background thread)",
+        "STEPS": "the runtime check's imports, one at a time (tests/test_runtime_stall.py)",
     },
     "keepalive.lab._command": {"run": "the lab's command runner"},
     "keepalive.lab._guard": {
