@@ -15,13 +15,13 @@ from typing import Final
 
 from keepalive._log import get_logger
 from keepalive._policy import Policy, resolve_default_policy
+from keepalive._words import is_off
 
 __all__ = ["ENV_CHECK", "check_enabled", "reset", "resolve"]
 
 log = get_logger("runtime")
 
 ENV_CHECK: Final = "KEEPALIVE_CHECK"
-_OFF: Final = frozenset({"0", "off", "false", "no", "disabled"})
 
 #: The policies already handed to the runtime check (by value).
 _seen: set[tuple[int, int, int, float | None]] = set()
@@ -42,7 +42,7 @@ if hasattr(os, "register_at_fork"):
 
 def check_enabled() -> bool:
     """False when ``KEEPALIVE_CHECK`` turns the runtime check off."""
-    return os.environ.get(ENV_CHECK, "").strip().lower() not in _OFF
+    return not is_off(os.environ.get(ENV_CHECK, ""))
 
 
 def _first_use(policy: Policy, key: tuple[int, int, int, float | None]) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 import keepalive
 from keepalive import _runtime
+from keepalive.checker import _runtime as checker_runtime
 from tests.http_servers import OriginServer, ProxyServer, SocksServer, serving
 
 
@@ -22,9 +23,11 @@ def _fresh_default_policy(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             "KEEPALIVE_REQUIRE_SERVICES",
         }:
             monkeypatch.delenv(name)
+    checker_runtime.wait(10)  # a background check of the last test must not cache the default under this one
     keepalive.reset_default_policy()
     _runtime.reset()
     yield
+    checker_runtime.wait(10)
     keepalive.reset_default_policy()
     _runtime.reset()
 

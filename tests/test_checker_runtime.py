@@ -254,3 +254,53 @@ def test_a_fork_while_the_runtime_locks_are_held_does_not_deadlock_the_child() -
             pytest.fail("the child deadlocked on a runtime lock held at fork time")
         time.sleep(0.05)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_conntrack_counter_rising_during_the_sample_is_a_warning(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 14: since-boot counters are history (INFO); invalid packets counted *while the process runs* are a
+    WARNING. The fake node's counter rises from 12 to 40 during a 1 s sample."""
+    import threading
+
+    proc = make_proc(tmp_path, nf_stat=nf_stat_text([{"invalid": 12}]))
+    monkeypatch.setenv("KEEPALIVE_PROC_ROOT", str(proc))
+    monkeypatch.setenv("KEEPALIVE_CHECK_SAMPLE", "1")
+    caplog.set_level(logging.DEBUG, logger="keepalive")
+    stat = proc / "net" / "stat" / "nf_conntrack"
+    rise = threading.Timer(0.4, lambda: stat.write_text(nf_stat_text([{"invalid": 40}])))
+    checker_runtime.run_once(Policy(idle=30, interval=5, count=3))
+    rise.start()
+    try:
+        assert checker_runtime.wait(30, sample=True)
+    finally:
+        rise.cancel()
+    records = [r for r in _check_records(caplog) if getattr(r, "keepalive_code", None) == "conntrack-invalid-packets"]
+    levels = sorted(r.levelno for r in records)
+    assert levels == [logging.INFO, logging.WARNING]  # since boot first, then rising during the sample
+    warning = next(r for r in records if r.levelno == logging.WARNING)
+    assert warning.keepalive_invalid_per_second > 0  # type: ignore[attr-defined]
+    assert "sample" in warning.getMessage()
+
+
+def test_a_counter_that_does_not_rise_during_the_sample_stays_history(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    proc = make_proc(tmp_path, nf_stat=nf_stat_text([{"invalid": 12, "drop": 3}]))
+    monkeypatch.setenv("KEEPALIVE_PROC_ROOT", str(proc))
+    monkeypatch.setenv("KEEPALIVE_CHECK_SAMPLE", "0.5")
+    caplog.set_level(logging.DEBUG, logger="keepalive")
+    checker_runtime.run_once(Policy(idle=30, interval=5, count=3))
+    assert checker_runtime.wait(30, sample=True)
+    assert [r for r in _check_records(caplog) if r.levelno >= logging.WARNING] == []
+    assert {"conntrack-invalid-packets", "conntrack-drops"} <= {
+        getattr(r, "keepalive_code", None) for r in caplog.records
+    }
+
+
+def test_the_sample_can_be_turned_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("KEEPALIVE_PROC_ROOT", str(make_proc(tmp_path)))
+    monkeypatch.setenv("KEEPALIVE_CHECK_SAMPLE", "off")
+    checker_runtime.run_once(Policy(idle=30, interval=5, count=3))
+    assert checker_runtime.wait(30)
+    assert checker_runtime.wait(0.01, sample=True)  # nothing sampling: returns at once, all finished

@@ -7,8 +7,10 @@
   problem once per process on logger ``keepalive.check``.
 
 Levels: WARNING (ERROR for an idle at or past the path timeout) only for what this process can act on -- its
-policy does not fit the path, or its own ``KEEPALIVE_*`` settings are wrong. INFO for history (since-boot
-conntrack counters: the runtime check does not sample) and for node settings its wrapped sockets do not use.
+policy does not fit the path, its own ``KEEPALIVE_*`` settings are wrong, or conntrack counts invalid packets or
+drops *now*. INFO for history (counters since boot) and for node settings its wrapped sockets do not use. "Now":
+after the first check of the process, the same thread samples the conntrack counters for
+``KEEPALIVE_CHECK_SAMPLE`` seconds (default 10; ``0`` turns the sample off) and warns when they rose meanwhile.
 This module imports nothing heavy: the checker itself is imported in the thread, one module at a time
 (:data:`STEPS`), and the thread pauses between those imports and between its reads (:mod:`keepalive._path._pace`),
 so an event loop in the same process waits at most one short step for the GIL, never a whole switch interval.
@@ -29,9 +31,15 @@ if TYPE_CHECKING:
     from keepalive._policy import Policy
     from keepalive.checker._model import Finding
 
-__all__ = ["STEPS", "check_policy", "detected_path_timeout", "reset", "run_once", "wait"]
+__all__ = ["ENV_SAMPLE", "STEPS", "check_policy", "detected_path_timeout", "reset", "run_once", "wait"]
 
 log = get_logger("check")
+
+#: Seconds the runtime check samples the conntrack counters after its first check (0 = no sample).
+ENV_SAMPLE: Final = "KEEPALIVE_CHECK_SAMPLE"
+DEFAULT_SAMPLE: Final = 10.0
+#: Counter findings that are a WARNING when the counter rose during the sample (data names the rate), else INFO.
+_RISING: Final = {"conntrack-invalid-packets": "invalid_per_second", "conntrack-drops": "per_second"}
 
 #: Findings the core already logs itself (keepalive.policy): not logged twice.
 _LOGGED_BY_THE_CORE: Final = frozenset({"invalid-policy-environment"})
@@ -80,13 +88,22 @@ STEPS: Final = (
 _lock = threading.Lock()
 _policies: set[tuple[int, int, int, float | None]] = set()
 _logged: set[tuple[str, str]] = set()
-_threads: list[threading.Thread] = []
+#: The first-check phase of each thread started: set when that check has logged what it found.
+_checks: list[threading.Event] = []
+#: The threads still sampling (:func:`wait` with ``sample=True``).
+_samplers: list[threading.Thread] = []
+#: Whether this process has started its one conntrack sample.
+_sampled = False
+#: Bumped by :func:`reset`: a sample started before a reset logs nothing after it (tests).
+_generation = 0
 
 
 def _reset_in_child() -> None:
-    global _lock
+    global _lock, _sampled
     _lock = threading.Lock()
-    _threads.clear()
+    _checks.clear()
+    _samplers.clear()
+    _sampled = False  # the child's counters are worth a sample of their own
 
 
 if hasattr(os, "register_at_fork"):
@@ -106,10 +123,18 @@ def detected_path_timeout() -> tuple[float, bool] | None:
     return _detected_path_timeout()
 
 
+def _rising(finding: Finding) -> bool:
+    """A counter finding measured over a sample that saw the counter rise."""
+    rate = finding.data.get(_RISING.get(finding.code, ""))
+    return isinstance(rate, int | float) and rate > 0
+
+
 def _level(finding: Finding) -> int | None:
     severity = finding.severity.value
     if severity in {"ok", "info"} or finding.code in _LOGGED_BY_THE_CORE:
         return None
+    if _rising(finding):
+        return logging.WARNING
     if finding.code in _NODE_CODES:
         return logging.INFO
     return logging.ERROR if severity == "error" else logging.WARNING
@@ -125,11 +150,8 @@ def _log(finding: Finding, level: int) -> None:
     log.log(level, "keepalive check [%s]: %s Fix: %s", finding.code, finding.message, finding.fix, extra=extra)
 
 
-def check_policy(policy: Policy | None = None) -> None:
-    """Judge ``policy`` (default: the process's) against the path model now, in this thread; log what is new."""
-    from keepalive._path._pace import pause
+def _policy_and_origin(policy: Policy | None) -> tuple[Policy | None, str]:
     from keepalive._policy import explain_default_policy
-    from keepalive.checker._check import run_check
 
     origin = "given by the caller"
     try:
@@ -137,22 +159,65 @@ def check_policy(policy: Policy | None = None) -> None:
     except Exception:
         default, why = None, ""
     if policy is None or policy == default:
-        policy, origin = default, why or origin
-    report = run_check(policy=policy, policy_origin=origin)
-    pause()
-    for finding in report.findings:
+        return default, why or origin
+    return policy, origin
+
+
+def _log_new(findings: list[Finding], *, only_rising: bool = False, generation: int | None = None) -> None:
+    for finding in findings:
+        if only_rising and not _rising(finding):
+            continue
         level = _level(finding)
         if level is None:
             continue
         key = (finding.code, finding.message)
         with _lock:
-            if key in _logged:
+            if key in _logged or (generation is not None and generation != _generation):
                 continue
             _logged.add(key)
         try:
             _log(finding, level)
         except Exception:
             log.debug("could not log finding %s", finding.code, exc_info=True)
+
+
+def check_policy(policy: Policy | None = None) -> tuple[Policy | None, str]:
+    """Judge ``policy`` (default: the process's) against the path model now, in this thread; log what is new.
+    Returns the policy judged and where it came from."""
+    from keepalive._path._pace import pause
+    from keepalive.checker._check import run_check
+
+    policy, origin = _policy_and_origin(policy)
+    report = run_check(policy=policy, policy_origin=origin)
+    pause()
+    _log_new(list(report.findings))
+    return policy, origin
+
+
+def _sample_seconds() -> float:
+    text = os.environ.get(ENV_SAMPLE, "").strip()
+    if not text:
+        return DEFAULT_SAMPLE
+    from keepalive._words import is_off
+
+    if is_off(text):
+        return 0.0
+    try:
+        seconds = float(text.removesuffix("s"))
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 3600:
+        log.debug("ignoring %s=%r: not 0..3600 seconds; sampling %g s", ENV_SAMPLE, text, DEFAULT_SAMPLE)
+        return DEFAULT_SAMPLE
+    return seconds
+
+
+def _sample(policy: Policy | None, origin: str, seconds: float, generation: int) -> None:
+    """Sample the conntrack counters for ``seconds`` and warn about those that rose (once per process)."""
+    from keepalive.checker._check import run_check
+
+    report = run_check(policy=policy, policy_origin=origin, sample=seconds)
+    _log_new(list(report.findings), only_rising=True, generation=generation)
 
 
 def _import_in_steps() -> None:
@@ -166,16 +231,34 @@ def _import_in_steps() -> None:
     pause()
 
 
-def _check_quietly(policy: Policy | None) -> None:
+def _check_quietly(policy: Policy | None, done: threading.Event) -> None:
+    global _sampled
+    origin: str | None = None
     try:
         from keepalive._path._pace import set_paced
 
         set_paced(True)  # this thread only: pause() gives the GIL back between steps
         _import_in_steps()
-        check_policy(policy)
+        policy, origin = check_policy(policy)
     except Exception:
         # The check is advice; it must never break the process that triggered it.
         log.debug("runtime check failed", exc_info=True)
+    finally:
+        with _lock:  # registered as the sampler before the check counts as done, so wait(sample=True) sees it
+            first = origin is not None and not _sampled
+            if first:
+                _sampled = True
+                _samplers.append(threading.current_thread())
+            generation = _generation
+        done.set()
+    if not first or origin is None:
+        return
+    try:
+        seconds = _sample_seconds()
+        if seconds > 0:
+            _sample(policy, origin, seconds, generation)
+    except Exception:
+        log.debug("runtime conntrack sample failed", exc_info=True)
 
 
 def run_once(policy: Policy | None = None) -> None:
@@ -191,29 +274,41 @@ def run_once(policy: Policy | None = None) -> None:
             return
         if key is not None:
             _policies.add(key)
-        thread = threading.Thread(target=_check_quietly, args=(policy,), name="keepalive-check", daemon=True)
-        _threads.append(thread)
+        done = threading.Event()
+        thread = threading.Thread(target=_check_quietly, args=(policy, done), name="keepalive-check", daemon=True)
+        _checks.append(done)
     try:
         thread.start()
     except RuntimeError:  # interpreter shutting down: no new threads
         log.debug("runtime check not started", exc_info=True)
 
 
-def wait(timeout: float | None = None) -> bool:
-    """Wait for the runtime checks started so far (for tests); True when all have finished."""
+def wait(timeout: float | None = None, *, sample: bool = False) -> bool:
+    """Wait for the runtime checks started so far (for tests); True when all have finished.
+
+    ``sample=True`` waits for the process's conntrack sample too (``KEEPALIVE_CHECK_SAMPLE`` seconds).
+    """
     with _lock:
-        threads = list(_threads)
-    for thread in threads:
-        if thread.is_alive() or thread.ident is not None:
-            thread.join(timeout)
+        checks = list(_checks)
+    finished = all(done.wait(timeout) for done in checks)
     with _lock:
-        _threads[:] = [t for t in _threads if t.is_alive()]
-        return not _threads
+        samplers = list(_samplers) if sample else []
+    for thread in samplers:
+        thread.join(timeout)
+    with _lock:
+        _checks[:] = [done for done in _checks if not done.is_set()]
+        _samplers[:] = [thread for thread in _samplers if thread.is_alive()]
+        return finished and not _checks and not (sample and _samplers)
 
 
 def reset() -> None:
-    """Forget which policies were judged and which problems were logged (for tests)."""
+    """Forget which policies were judged and which problems were logged (for tests); a sample still running
+    logs nothing afterwards, and the next check samples again."""
+    global _generation, _sampled
     wait(10)
     with _lock:
         _policies.clear()
         _logged.clear()
+        _samplers.clear()  # a sample still running logs nothing now (the generation changed)
+        _generation += 1
+        _sampled = False
