@@ -52,6 +52,7 @@ INTERNAL = {
         "reset": "for tests",
         "run_once": "contract with keepalive._runtime (CONTRIBUTING.md)",
         "wait": "for tests: wait for the background runtime check",
+        "ENV_SAMPLE": "the variable is documented in docs/checker.md and docs/policy.md",
         "check_policy": "the runtime check's synchronous body (for tests and the background thread)",
         "STEPS": "the runtime check's imports, one at a time (tests/test_runtime_stall.py)",
     },
