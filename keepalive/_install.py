@@ -293,9 +293,6 @@ class _Stop:
         except RuntimeError:  # set already
             pass
 
-    def is_set(self) -> bool:
-        return not self._lock.locked()
-
     def wait(self, timeout: float) -> bool:
         """Sleep up to ``timeout`` seconds; True as soon as (or if) set() was called."""
         if self._lock.acquire(True, timeout):

@@ -108,3 +108,28 @@ def test_keepalive_auto_takes_every_on_word_of_keepalive_words(value: str) -> No
 @pytest.mark.parametrize("value", ["disabled", "0", "", "  "])
 def test_keepalive_auto_off_words_do_nothing(value: str) -> None:
     assert _autostart.main({"KEEPALIVE_AUTO": value}) is False
+
+
+def test_the_sweep_threads_stop_signal_and_handle_work_without_threading() -> None:
+    """The sweep thread's _thread-based stop signal and handle behave like threading.Event / Thread for it: wait()
+    times out until set() (then returns at once, every time), a second set() is harmless, and join() returns once
+    the thread has finished (is_alive() turns False)."""
+    from keepalive._install import _DaemonThread, _Stop
+
+    stop = _Stop()
+    assert stop.wait(0.01) is False
+    rounds: list[int] = []
+
+    def loop(signal: _Stop) -> None:
+        while not signal.wait(0.01):
+            rounds.append(1)
+
+    thread = _DaemonThread(loop, stop)
+    thread.start()
+    assert thread.is_alive()
+    stop.set()
+    stop.set()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert stop.wait(0) is True
+    assert stop.wait(0) is True
