@@ -18,20 +18,6 @@ from __future__ import annotations
 
 import sys as _sys
 
-from keepalive._exceptions import InvalidPolicy, KeepaliveError, KeepaliveWarning, UnsupportedPlatformWarning
-from keepalive._install import install, installed_policy, is_installed, uninstall
-from keepalive._platform import CURRENT as PLATFORM
-from keepalive._platform import Applied, PlatformInfo
-from keepalive._policy import (
-    BUILTIN_POLICY,
-    Policy,
-    default_policy,
-    explain_default_policy,
-    reset_default_policy,
-)
-from keepalive._socket import SocketLike, apply, create_connection, create_server, socket_options
-from keepalive._version import __version__
-
 # Not `from typing import TYPE_CHECKING`: typing costs ~2 ms to import, and mypy knows this name.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -45,12 +31,49 @@ if TYPE_CHECKING:
         enforcement_status,
         remove_enforcement,
     )
+    from keepalive._exceptions import InvalidPolicy, KeepaliveError, KeepaliveWarning, UnsupportedPlatformWarning
+    from keepalive._install import install, installed_policy, is_installed, uninstall
+    from keepalive._platform import CURRENT as PLATFORM
+    from keepalive._platform import Applied, PlatformInfo
+    from keepalive._policy import (
+        BUILTIN_POLICY,
+        Policy,
+        default_policy,
+        explain_default_policy,
+        reset_default_policy,
+    )
+    from keepalive._socket import SocketLike, apply, create_connection, create_server, socket_options
+    from keepalive._version import __version__
     from keepalive.checker import MIDDLEBOXES, Finding, Report, Severity, Source, check
 del TYPE_CHECKING
 
-# The checker and the audit are loaded on first use: a process that only wraps its connections (or starts with
-# KEEPALIVE_AUTO=1) should not pay for importing them.
+# Every public name is loaded on first use (PEP 562), each from its own module: ``import keepalive`` costs almost
+# nothing, and the KEEPALIVE_AUTO hook (``keepalive._autostart``, which imports this package first) loads only what
+# install() needs. The platform probe, apply() and the policy resolution load with the first name that needs them;
+# the checker and the audit only when asked for.
 _LAZY = {
+    "__version__": "keepalive._version",
+    "InvalidPolicy": "keepalive._exceptions",
+    "KeepaliveError": "keepalive._exceptions",
+    "KeepaliveWarning": "keepalive._exceptions",
+    "UnsupportedPlatformWarning": "keepalive._exceptions",
+    "install": "keepalive._install",
+    "installed_policy": "keepalive._install",
+    "is_installed": "keepalive._install",
+    "uninstall": "keepalive._install",
+    "PLATFORM": "keepalive._platform",
+    "Applied": "keepalive._platform",
+    "PlatformInfo": "keepalive._platform",
+    "BUILTIN_POLICY": "keepalive._policy",
+    "Policy": "keepalive._policy",
+    "default_policy": "keepalive._policy",
+    "explain_default_policy": "keepalive._policy",
+    "reset_default_policy": "keepalive._policy",
+    "SocketLike": "keepalive._socket",
+    "apply": "keepalive._socket",
+    "create_connection": "keepalive._socket",
+    "create_server": "keepalive._socket",
+    "socket_options": "keepalive._socket",
     "MIDDLEBOXES": "keepalive.checker",
     "Finding": "keepalive.checker",
     "Report": "keepalive.checker",
@@ -73,9 +96,8 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'keepalive' has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(module), name)
+    __import__(module)  # not importlib.import_module: importlib costs more than what it would load here
+    value = getattr(_sys.modules[module], "CURRENT" if name == "PLATFORM" else name)
     globals()[name] = value
     return value
 

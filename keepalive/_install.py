@@ -29,21 +29,27 @@ starts with :func:`install`, sleeps until its first round, and only then imports
 from __future__ import annotations
 
 import _socket
+import _thread
 import functools
-import importlib.machinery
 import os
 import socket
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any, Final
 
-from keepalive import _runtime
 from keepalive._log import get_logger
-from keepalive._policy import Policy
-from keepalive._socket import borrow_socket
-from keepalive._tighten import log_tightened, tighten
+
+# Not `from typing import ...`: typing costs ~2 ms to import, and mypy knows this name.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import importlib.machinery
+    from typing import Any, Final
+
+    from keepalive._policy import Policy
+
+# What install() itself needs is imported above; what the first connection needs (keepalive._runtime,
+# keepalive._tighten and through them threading and the platform probe) is imported then, so that KEEPALIVE_AUTO=1
+# costs a process that never connects almost nothing.
 
 __all__ = ["install", "installed_policy", "is_installed", "uninstall"]
 
@@ -58,7 +64,7 @@ _SOCK_STREAM: Final = int(socket.SOCK_STREAM)
 _family: Final[Callable[[Any], int]] = _socket.socket.family.__get__
 _type: Final[Callable[[Any], int]] = _socket.socket.type.__get__
 
-_lock = threading.RLock()
+_lock = _thread.RLock()
 #: True between install() and uninstall(); the hooks read it without the lock.
 _enabled = False
 #: What install() was given (None: the process default).
@@ -79,7 +85,7 @@ def _after_fork_in_child() -> None:
 
     The sweep thread does not exist in the child: start the child's own (its first round one interval later)."""
     global _lock, _resolving
-    _lock = threading.RLock()
+    _lock = _thread.RLock()
     _resolving = False
     sweeper = _sweeper
     if sweeper is not None and _enabled:
@@ -100,7 +106,9 @@ def _resolve_first() -> Policy | None:
             return None
         _resolving = True
         try:
-            policy = _runtime.resolve(_requested)
+            from keepalive._runtime import resolve
+
+            policy = resolve(_requested)
         finally:
             _resolving = False
         if _enabled:
@@ -118,6 +126,8 @@ def _prepare(sock: Any) -> None:
             policy = _resolve_first()
             if policy is None:
                 return
+        from keepalive._tighten import log_tightened, tighten
+
         log_tightened("install()", tighten(sock, policy))
     except Exception:
         log.debug("install: could not prepare socket %r", sock, exc_info=True)
@@ -166,8 +176,11 @@ def install(policy: Policy | None = None, *, sweep: float | None = None) -> None
         ValueError: ``sweep`` is negative or not a number.
     """
     global _enabled, _requested, _policy
-    if policy is not None and not isinstance(policy, Policy):
-        raise TypeError(f"policy must be a keepalive.Policy or None, got {type(policy).__name__}")
+    if policy is not None:
+        from keepalive._policy import Policy
+
+        if not isinstance(policy, Policy):
+            raise TypeError(f"policy must be a keepalive.Policy or None, got {type(policy).__name__}")
     interval = _sweep_interval(sweep)
     with _lock:
         _set_sweep(interval)
@@ -266,6 +279,60 @@ def _sweep_interval(sweep: float | None) -> float:
         return DEFAULT_SWEEP_INTERVAL
 
 
+class _Stop:
+    """A one-shot stop signal that a sleeping thread waits on: ``threading.Event`` without importing threading
+    (about 1 ms at start-up, which every process started with KEEPALIVE_AUTO=1 would pay)."""
+
+    def __init__(self) -> None:
+        self._lock = _thread.allocate_lock()
+        self._lock.acquire()  # held until set()
+
+    def set(self) -> None:
+        try:
+            self._lock.release()
+        except RuntimeError:  # set already
+            pass
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds; True as soon as (or if) set() was called."""
+        if self._lock.acquire(True, timeout):
+            self.set()  # release it again, for the next wait (and a racing second set() is harmless)
+            return True
+        return False
+
+
+class _DaemonThread:
+    """A daemon thread started with ``_thread`` (see _Stop): ``start()``, ``is_alive()``, ``join(timeout)``."""
+
+    name = "keepalive-sweep"
+
+    def __init__(self, target: Callable[[_Stop], None], stop: _Stop) -> None:
+        self._target = target
+        self._stop = stop
+        self._running = _thread.allocate_lock()
+
+    def start(self) -> None:
+        self._running.acquire()
+        try:
+            _thread.start_new_thread(self._run, ())
+        except BaseException:
+            self._running.release()
+            raise
+
+    def _run(self) -> None:
+        try:
+            self._target(self._stop)
+        finally:
+            self._running.release()
+
+    def is_alive(self) -> bool:
+        return self._running.locked()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._running.acquire(True, -1 if timeout is None else timeout):
+            self._running.release()
+
+
 class _Sweeper:
     """The daemon thread that tightens this process's own TCP sockets every ``interval`` seconds."""
 
@@ -273,19 +340,19 @@ class _Sweeper:
         self.interval = interval
         self.rounds = 0
         self._known: set[int] = set()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._stop = _Stop()
+        self._thread: _DaemonThread | None = None
         self._failed = False
 
     def start(self) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, args=(self._stop,), name="keepalive-sweep", daemon=True)
+        self._stop = _Stop()
+        self._thread = _DaemonThread(self._loop, self._stop)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
 
-    def _loop(self, stop: threading.Event) -> None:
+    def _loop(self, stop: _Stop) -> None:
         _block_signals()
         while not stop.wait(self.interval):
             if _enabled and sys.platform.startswith("linux"):
@@ -313,9 +380,9 @@ def _block_signals() -> None:
     """Keep process-directed signals off this thread: they belong to the program's main thread (and to
     ``keepalive run``'s signal forwarding, which waits for them there)."""
     try:
-        import signal
-
-        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        # _signal, not signal: signal builds its enums on import (this thread runs while the program starts up).
+        signals: Any = __import__("_signal")
+        signals.pthread_sigmask(signals.SIG_BLOCK, signals.valid_signals())
     except (ImportError, AttributeError, OSError, ValueError):  # pragma: no cover - no pthread_sigmask (Windows)
         pass
 
@@ -367,6 +434,8 @@ def _prepare_transport(transport: Any) -> None:
         pseudo = transport.get_extra_info("socket")
         if pseudo is None:
             return
+        from keepalive._socket import borrow_socket
+
         with borrow_socket(os.dup(pseudo.fileno())) as sock:
             _prepare(sock)
     except Exception:
@@ -438,6 +507,8 @@ class _LoopModuleFinder:
     ) -> importlib.machinery.ModuleSpec | None:
         if fullname not in _LOOP_METHODS:
             return None
+        import importlib.machinery
+
         spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
         if spec is None or spec.loader is None:
             return spec

@@ -5,13 +5,16 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from typing import Any, Final, Protocol
 
-from keepalive import _runtime
 from keepalive._exceptions import KeepaliveError
 from keepalive._log import get_logger
 from keepalive._platform import CURRENT, Applied, Plan, PlatformInfo, compile_plan
 from keepalive._policy import Policy, resolve_default_policy
+
+# Not `from typing import ...`: typing costs ~2 ms to import, and mypy knows this name.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final, Protocol
 
 __all__ = ["SocketLike", "apply", "create_connection", "create_server", "socket_options"]
 
@@ -25,10 +28,19 @@ _CAUGHT: Final = (OSError, ValueError, OverflowError)
 _warned: dict[tuple[str, int | str], object] = {}
 
 
-class SocketLike(Protocol):
-    """Anything with ``setsockopt``: :class:`socket.socket`, asyncio's ``TransportSocket``, a trio socket."""
+if TYPE_CHECKING:
 
-    def setsockopt(self, level: int, optname: int, value: int, /) -> None: ...
+    class SocketLike(Protocol):
+        """Anything with ``setsockopt``: :class:`socket.socket`, asyncio's ``TransportSocket``, a trio socket."""
+
+        def setsockopt(self, level: int, optname: int, value: int, /) -> None: ...
+
+else:  # the same class without typing.Protocol (importing typing costs ~2 ms at start-up); never instantiated
+
+    class SocketLike:
+        """Anything with ``setsockopt``: :class:`socket.socket`, asyncio's ``TransportSocket``, a trio socket."""
+
+        def setsockopt(self, level: int, optname: int, value: int, /) -> None: ...
 
 
 def _plan_for(policy: Policy) -> Plan:
@@ -221,6 +233,13 @@ def borrow_socket(fd: int) -> socket.socket:
     return socket.socket(fileno=fd)  # Windows and macOS: no shared blocking flag is touched by a SOCKET wrap
 
 
+def _resolve(policy: Policy | None) -> Policy:
+    """:func:`keepalive._runtime.resolve`, imported on the first connection rather than by ``import keepalive``."""
+    from keepalive._runtime import resolve
+
+    return resolve(policy)
+
+
 def socket_options(policy: Policy | None = None) -> list[tuple[int, int, int]]:
     """The ``(level, optname, value)`` setsockopt triples that :func:`apply` makes on this platform.
 
@@ -246,7 +265,7 @@ def create_connection(
     last attempt is raised (or an :class:`ExceptionGroup` of all of them with ``all_errors=True``).
     ``policy`` defaults to :func:`keepalive.default_policy`.
     """
-    policy = _runtime.resolve(policy)
+    policy = _resolve(policy)
     host, port = address
     exceptions: list[OSError] = []
     for family, kind, proto, _canonname, sockaddr in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
@@ -291,7 +310,7 @@ def create_server(
     The options are set on the listening socket before ``listen()``. Linux copies them to every accepted
     socket (tested). Other platforms do not promise it: there, call :func:`apply` on each accepted socket.
     """
-    policy = _runtime.resolve(policy)
+    policy = _resolve(policy)
     if reuse_port and not hasattr(socket, "SO_REUSEPORT"):
         raise ValueError("SO_REUSEPORT not supported on this platform")
     if dualstack_ipv6:

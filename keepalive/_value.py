@@ -11,10 +11,11 @@ invisible to all of them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
-
+# Not `from typing import TYPE_CHECKING`: typing costs ~2 ms to import, and mypy knows this name.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from dataclasses import Field
+    from typing import Any, ClassVar, NoReturn
 
 __all__ = ["Value"]
 

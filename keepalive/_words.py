@@ -14,7 +14,11 @@ TCP_USER_TIMEOUT to 0. ``None`` (and ``keep``, ``none``) never changes the socke
 
 from __future__ import annotations
 
-from typing import Final
+# Not `from typing import ...`: typing costs ~2 ms to import, and mypy knows this name.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
+
 
 __all__ = ["KEEP_WORDS", "OFF_WORDS", "ON_WORDS", "is_keep", "is_off", "is_on", "switch"]
 

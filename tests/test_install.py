@@ -281,14 +281,20 @@ def test_default_policy_and_runtime_check_are_resolved_on_the_first_connection(
 def test_a_failing_apply_never_breaks_connect(echo: tuple[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
     """Any error inside the hook is swallowed (DEBUG log): the connection is made as if nothing were installed."""
 
+    calls: list[object] = []
+
     def broken(sock: Any, policy: Any = None) -> Any:
+        calls.append(sock)
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(_install, "tighten", broken)
+    from keepalive import _tighten
+
+    monkeypatch.setattr(_tighten, "tighten", broken)  # the hook imports it on use (not at start-up)
     keepalive.install(POLICY)
     with socket.create_connection(echo) as sock:
         sock.sendall(b"ping")
         assert sock.recv(4) == b"ping"
+    assert len(calls) == 1
 
 
 def test_connect_errors_still_propagate(echo: tuple[str, int]) -> None:
