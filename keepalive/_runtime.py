@@ -9,13 +9,16 @@ event loop. ``KEEPALIVE_CHECK=0`` turns it off. After the first use of a policy 
 
 from __future__ import annotations
 
+import _thread
 import os
-import threading
-from typing import Final
 
 from keepalive._log import get_logger
 from keepalive._policy import Policy, resolve_default_policy
 from keepalive._words import is_off
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = ["ENV_CHECK", "check_enabled", "reset", "resolve"]
 
@@ -27,12 +30,12 @@ ENV_CHECK: Final = "KEEPALIVE_CHECK"
 _seen: set[tuple[int, int, int, float | None]] = set()
 #: True once any policy was handed to it (the first use in the process).
 _checked = False
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()
 
 
 def _reset_in_child() -> None:
     global _lock
-    _lock = threading.Lock()
+    _lock = _thread.allocate_lock()
 
 
 if hasattr(os, "register_at_fork"):
