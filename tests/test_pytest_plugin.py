@@ -84,8 +84,15 @@ def suite(pytester: pytest.Pytester) -> pytest.Pytester:
 
 
 def teardown_lines(result: pytest.RunResult) -> list[str]:
-    """The plugin's per-connection lines in the output."""
-    return [line for line in result.outlines if re.match(r"\s+\S+:\d+ -> \S+:\d+: ", line)]
+    """The plugin's per-connection lines in the output, from the error reports (not the short test summary, which
+    repeats them in full when the ``CI`` variable is set)."""
+    lines: list[str] = []
+    for line in result.outlines:
+        if "short test summary info" in line:
+            break
+        if re.match(r"\s+\S+:\d+ -> \S+:\d+: ", line):
+            lines.append(line)
+    return lines
 
 
 # ----------------------------------------------------------------------------------------------------- inert
