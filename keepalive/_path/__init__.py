@@ -12,9 +12,11 @@ The names below load their module on first use, so importing one reader does not
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from keepalive._path._model import Evidence, Fit, PathModel, gather, judge
 
 __all__ = ["Evidence", "Fit", "PathModel", "gather", "judge"]

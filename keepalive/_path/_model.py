@@ -22,9 +22,9 @@ from __future__ import annotations
 import enum
 import math
 import os
+from collections import namedtuple
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from keepalive._path._middleboxes import MIDDLEBOX_NOTES, MIDDLEBOXES, parse_middleboxes
 from keepalive._path._pace import pause
@@ -42,7 +42,11 @@ from keepalive._path._proc import (
 )
 from keepalive._path._source import Source, plain
 
+# No typing at run time: the default policy's cheap path (the caller's thread, maybe an event loop's) runs this.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, Final, NamedTuple
+
     from keepalive._path._finding import Finding
 
     # Imported where used: the default policy's cheap path (on the caller's thread, maybe an event loop) reads no
@@ -123,7 +127,18 @@ def parse_seconds(text: str) -> tuple[float | None, str | None]:
     return number, None
 
 
-class Evidence(NamedTuple):
+if TYPE_CHECKING:
+
+    class _EvidenceFields(NamedTuple):
+        timeout: float
+        label: str
+        kind: str
+
+else:
+    _EvidenceFields = namedtuple("Evidence", ("timeout", "label", "kind"))
+
+
+class Evidence(_EvidenceFields):
     """One idle timeout on the path (a named tuple: see :class:`PathModel`).
 
     Attributes:
@@ -132,9 +147,7 @@ class Evidence(NamedTuple):
         kind: :data:`EXPLICIT` (the user named it) or :data:`NODE` (read on this node).
     """
 
-    timeout: float
-    label: str
-    kind: str
+    __slots__ = ()
 
     @property
     def explicit(self) -> bool:
@@ -170,7 +183,26 @@ _NOT_READ: Final = Namespace("unknown", "not read")
 _NO_SYSCTLS: Final[Mapping[str, Source]] = MappingProxyType({})
 
 
-class PathModel(NamedTuple):
+if TYPE_CHECKING:
+
+    class _PathModelFields(NamedTuple):
+        evidence: tuple[Evidence, ...] = ()
+        sources: tuple[Source, ...] = ()
+        findings: tuple[Finding, ...] = ()
+        proc_root: str = "/proc"
+        namespace: Namespace = _NOT_READ
+        sysctls: Mapping[str, Source] = _NO_SYSCTLS
+        kube_proxy: KubeProxy | None = None
+
+else:
+    _PathModelFields = namedtuple(
+        "PathModel",
+        ("evidence", "sources", "findings", "proc_root", "namespace", "sysctls", "kube_proxy"),
+        defaults=((), (), (), "/proc", _NOT_READ, _NO_SYSCTLS, None),
+    )
+
+
+class PathModel(_PathModelFields):
     """Everything known about the path's idle timeouts.
 
     It, :class:`Evidence` and :class:`~keepalive._path._proc.Namespace` are named tuples, not dataclasses: the
@@ -187,13 +219,7 @@ class PathModel(NamedTuple):
         kube_proxy: kube-proxy's configuration, when one was read.
     """
 
-    evidence: tuple[Evidence, ...] = ()
-    sources: tuple[Source, ...] = ()
-    findings: tuple[Finding, ...] = ()
-    proc_root: str = "/proc"
-    namespace: Namespace = _NOT_READ
-    sysctls: Mapping[str, Source] = _NO_SYSCTLS
-    kube_proxy: KubeProxy | None = None
+    __slots__ = ()
 
     @property
     def shortest(self) -> Evidence | None:

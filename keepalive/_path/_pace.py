@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Final
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = ["PAUSE", "pause", "set_paced"]
 

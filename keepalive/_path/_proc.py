@@ -10,13 +10,25 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import TYPE_CHECKING, Final, NamedTuple
+from collections import namedtuple
 
 from keepalive._path._source import Source
 from keepalive._path._text import decode_text, parse_int
 
+# No typing at run time: this module is on the default policy's cheap path (the caller's thread, maybe an event
+# loop's), where importing typing costs milliseconds.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Final, NamedTuple
+
     from keepalive._path._parse import NfStat
+
+    class _NamespaceFields(NamedTuple):
+        state: str
+        evidence: str
+
+else:
+    _NamespaceFields = namedtuple("Namespace", ("state", "evidence"))
 
 __all__ = [
     "ENV_KUBE_PROXY_CONFIG",
@@ -186,15 +198,14 @@ def read_sysctl(proc_root: str | os.PathLike[str], name: str, unit: str = "") ->
     return Source(name, value, str(path), unit, reason=reason)
 
 
-class Namespace(NamedTuple):
+class Namespace(_NamespaceFields):
     """Which network namespace the sysctls describe: ``initial`` (the node's), ``non-initial`` or ``unknown``.
 
     A named tuple, not a dataclass: it is defined on the default policy's cheap path (the caller's thread, maybe an
     event loop's), where a dataclass costs about ten times as much to define.
     """
 
-    state: str
-    evidence: str
+    __slots__ = ()
 
     @property
     def initial(self) -> bool:

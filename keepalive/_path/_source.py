@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from keepalive._value import Value
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
 
 __all__ = ["Number", "Source", "plain"]
 
@@ -17,8 +20,7 @@ def plain(value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class Source:
+class Source(Value):
     """One value the checker looked at, and where it came from.
 
     Attributes:
@@ -32,13 +34,49 @@ class Source:
         limits_path: True when the value is one of the path's idle timeouts (the smallest one is the path timeout).
     """
 
+    __slots__ = ("limits_path", "name", "note", "origin", "reason", "unit", "value")
+    _fields: ClassVar[tuple[str, ...]] = ("name", "value", "origin", "unit", "reason", "note", "limits_path")
+    __match_args__ = ("name", "value", "origin", "unit", "reason", "note", "limits_path")
+    _field_types: ClassVar[dict[str, str]] = {
+        "name": "str",
+        "value": "int | float | str | bool | None",
+        "origin": "str",
+        "unit": "str",
+        "reason": "str | None",
+        "note": "str | None",
+        "limits_path": "bool",
+    }
+
     name: str
     value: Number | str | bool | None
     origin: str
-    unit: str = ""
-    reason: str | None = None
-    note: str | None = None
-    limits_path: bool = False
+    unit: str
+    reason: str | None
+    note: str | None
+    limits_path: bool
+
+    def __init__(  # noqa: PLR0917 -- positional like the dataclass it replaces
+        self,
+        name: str,
+        value: Number | str | bool | None,
+        origin: str,
+        unit: str = "",
+        reason: str | None = None,
+        note: str | None = None,
+        limits_path: bool = False,
+    ) -> None:
+        # Not a dataclass: the default policy builds Sources on the caller's thread (maybe an event loop's), where
+        # importing dataclasses (inspect, ast, dis) would stall it; keepalive._value keeps dataclasses.* working.
+        for field, field_value in (
+            ("name", name),
+            ("value", value),
+            ("origin", origin),
+            ("unit", unit),
+            ("reason", reason),
+            ("note", note),
+            ("limits_path", limits_path),
+        ):
+            object.__setattr__(self, field, field_value)
 
     @property
     def known(self) -> bool:

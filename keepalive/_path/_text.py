@@ -6,7 +6,9 @@ the caller's thread: no regular expressions, no dataclasses.
 
 from __future__ import annotations
 
-from typing import Final
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = ["MAX_DIGITS", "decode_text", "describe", "parse_int"]
 

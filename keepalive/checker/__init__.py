@@ -9,9 +9,11 @@ nothing of clients. Names load on first use, so the runtime check (``keepalive.c
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any, Final
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, Final
+
     from keepalive._path._middleboxes import MIDDLEBOXES
     from keepalive.checker._check import check
     from keepalive.checker._model import Finding, Severity, Source

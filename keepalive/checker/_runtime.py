@@ -19,21 +19,27 @@ so an event loop in the same process waits at most one short step for the GIL, n
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import sys
 import threading
-from typing import TYPE_CHECKING, Final
 
 from keepalive._log import get_logger
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Final
+
     from keepalive._policy import Policy
     from keepalive.checker._model import Finding
 
 __all__ = ["ENV_SAMPLE", "STEPS", "check_policy", "detected_path_timeout", "reset", "run_once", "wait"]
 
 log = get_logger("check")
+
+#: logging's levels, without importing logging on the caller's thread (a trio program may not have it loaded).
+_INFO: Final = 20
+_WARNING: Final = 30
+_ERROR: Final = 40
 
 #: Seconds the runtime check samples the conntrack counters after its first check (0 = no sample).
 ENV_SAMPLE: Final = "KEEPALIVE_CHECK_SAMPLE"
@@ -134,10 +140,10 @@ def _level(finding: Finding) -> int | None:
     if severity in {"ok", "info"} or finding.code in _LOGGED_BY_THE_CORE:
         return None
     if _rising(finding):
-        return logging.WARNING
+        return _WARNING
     if finding.code in _NODE_CODES:
-        return logging.INFO
-    return logging.ERROR if severity == "error" else logging.WARNING
+        return _INFO
+    return _ERROR if severity == "error" else _WARNING
 
 
 def _log(finding: Finding, level: int) -> None:
