@@ -193,40 +193,4 @@ def test_the_core_model_never_imports_the_checker_or_the_policy() -> None:
                     assert not alias.name.startswith(("keepalive.checker", "keepalive._policy")), (path, alias.name)
 
 
-def _imports(path: Path, known: set[str]) -> set[str]:
-    """The keepalive modules ``path`` imports, at any level (function-level imports included)."""
-    import ast
-
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.update(
-                name for name in (node.module, *(f"{node.module}.{a.name}" for a in node.names)) if name in known
-            )
-        elif isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names if alias.name in known)
-    return found
-
-
-def test_no_import_cycle_among_the_model_policy_runtime_and_checker() -> None:
-    """Issue 14: _policy reached into the checker, which imported _policy back (function-level imports count)."""
-    package = Path(keepalive.__file__).parent
-    modules: dict[str, Path] = {}
-    owned = [package / "_policy.py", package / "_runtime.py", package / "_policy_cli.py"]
-    for path in [*package.glob("_path/*.py"), *package.glob("checker/*.py"), *owned]:
-        name = ".".join(path.relative_to(package.parent).with_suffix("").parts).removesuffix(".__init__")
-        modules[name] = path
-    graph = {name: _imports(path, set(modules)) - {name} for name, path in modules.items()}
-    assert "keepalive.checker._runtime" not in graph["keepalive._policy"]
-
-    def reachable(start: str) -> set[str]:
-        seen: set[str] = set()
-        todo = [start]
-        while todo:
-            for nxt in graph[todo.pop()]:
-                if nxt not in seen:
-                    seen.add(nxt)
-                    todo.append(nxt)
-        return seen
-
-    assert [name for name in graph if name in reachable(name)] == []
+# The whole package's import graph (function-level imports included) is checked in tests/test_import_graph.py.
