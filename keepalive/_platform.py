@@ -60,30 +60,6 @@ class PlatformInfo(Value):
         "sol_socket",
         "user_timeout",
     )
-    _fields: ClassVar[tuple[str, ...]] = (
-        "name",
-        "sol_socket",
-        "so_keepalive",
-        "ipproto_tcp",
-        "idle_name",
-        "idle",
-        "interval",
-        "count",
-        "user_timeout",
-        "sio_keepalive_vals",
-    )
-    __match_args__ = (
-        "name",
-        "sol_socket",
-        "so_keepalive",
-        "ipproto_tcp",
-        "idle_name",
-        "idle",
-        "interval",
-        "count",
-        "user_timeout",
-        "sio_keepalive_vals",
-    )
     _field_types: ClassVar[dict[str, str]] = {
         "name": "str",
         "sol_socket": "int",
@@ -163,8 +139,6 @@ class Applied(Value):
     """
 
     __slots__ = ("failed", "policy", "set", "skipped", "unsupported")
-    _fields: ClassVar[tuple[str, ...]] = ("policy", "set", "unsupported", "failed", "skipped")
-    __match_args__ = ("policy", "set", "unsupported", "failed", "skipped")
     _field_types: ClassVar[dict[str, str]] = {
         "policy": "Policy",
         "set": "tuple[str, ...]",
@@ -210,8 +184,6 @@ class Plan(Value):
     """
 
     __slots__ = ("calls", "ioctl", "success")
-    _fields: ClassVar[tuple[str, ...]] = ("calls", "ioctl", "success")
-    __match_args__ = ("calls", "ioctl", "success")
     _field_types: ClassVar[dict[str, str]] = {
         "calls": "tuple[tuple[str, int, int, int], ...]",
         "ioctl": "tuple[int, tuple[int, int, int]] | None",

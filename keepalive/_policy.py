@@ -150,8 +150,6 @@ class Policy(Value):
     """
 
     __slots__ = ("_plan", "count", "idle", "interval", "user_timeout")
-    __match_args__ = ("idle", "interval", "count", "user_timeout")
-    _fields: ClassVar[tuple[str, ...]] = ("idle", "interval", "count", "user_timeout")
     _field_types: ClassVar[dict[str, str]] = {
         "idle": "int",
         "interval": "int",

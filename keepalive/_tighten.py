@@ -61,8 +61,6 @@ class Tightened(Value):
     """
 
     __slots__ = ("after", "before", "changed", "error")
-    _fields: ClassVar[tuple[str, ...]] = ("before", "after", "changed", "error")
-    __match_args__ = ("before", "after", "changed", "error")
     _field_types: ClassVar[dict[str, str]] = {
         "before": "tuple[bool | None, int | None, int | None, int | None, int | None]",
         "after": "tuple[bool | None, int | None, int | None, int | None, int | None]",

@@ -38,9 +38,9 @@ def _rebuild(cls: type[Value], values: dict[str, Any]) -> Value:
 
 
 class Value:
-    """Base of frozen value classes: subclasses set ``__slots__``, ``_fields``, ``_field_types``,
-    ``__match_args__`` and a keyword ``__init__`` that validates and stores each field with
-    ``object.__setattr__``."""
+    """Base of frozen value classes: subclasses set ``__slots__``, ``_field_types`` (field name -> type, in
+    order) and a keyword ``__init__`` that validates and stores each field with ``object.__setattr__``;
+    ``_fields`` and ``__match_args__`` follow from ``_field_types``."""
 
     __slots__ = ()
     #: The public fields, in order: what repr, ==, hash, pickle and the dataclasses functions see.
@@ -51,6 +51,12 @@ class Value:
         __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
     else:
         __dataclass_fields__ = _LazyDataclassFields()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_field_types" in cls.__dict__:
+            cls._fields = tuple(cls._field_types)
+            type.__setattr__(cls, "__match_args__", cls._fields)  # positional patterns: case Policy(60, 10)
 
     def _values(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in self._fields)

@@ -35,8 +35,6 @@ class Source(Value):
     """
 
     __slots__ = ("limits_path", "name", "note", "origin", "reason", "unit", "value")
-    _fields: ClassVar[tuple[str, ...]] = ("name", "value", "origin", "unit", "reason", "note", "limits_path")
-    __match_args__ = ("name", "value", "origin", "unit", "reason", "note", "limits_path")
     _field_types: ClassVar[dict[str, str]] = {
         "name": "str",
         "value": "int | float | str | bool | None",
