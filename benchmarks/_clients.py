@@ -187,7 +187,6 @@ def _httpx(url: str, pooled: _Size, new: _Size) -> list[Result]:
         from keepalive.adapters import httpx as ka_httpx
     except ImportError as exc:
         return [_missing("httpx_pooled", exc), _missing("httpx_new_connection", exc)]
-    close = {"Connection": "close"}
 
     @contextlib.contextmanager
     def clients(headers: dict[str, str] | None) -> Iterator[Sides]:
@@ -197,22 +196,34 @@ def _httpx(url: str, pooled: _Size, new: _Size) -> list[Result]:
         ):
             yield (lambda: plain.get(url, headers=headers).read(), lambda: wrapped.get(url, headers=headers).read())
 
+    return _http_rows("httpx", "httpx.Client", clients, pooled, new)
+
+
+def _http_rows(
+    name: str,
+    client: str,
+    sides: Callable[[dict[str, str] | None], contextlib.AbstractContextManager[Sides]],
+    pooled: _Size,
+    new: _Size,
+) -> list[Result]:
+    """An HTTP client's two rows: GETs over one pooled connection, and with ``Connection: close``."""
+    close = {"Connection": "close"}
     return [
         compare(
-            "httpx_pooled",
-            lambda: clients(None),
+            f"{name}_pooled",
+            lambda: sides(None),
             pairs=pooled[0],
             rounds=pooled[1],
             goal=">= 0.98",
-            note="httpx.Client GET, one pooled connection",
+            note=f"{client} GET, one pooled connection",
         ),
         compare(
-            "httpx_new_connection",
-            lambda: clients(close),
+            f"{name}_new_connection",
+            lambda: sides(close),
             pairs=new[0],
             rounds=new[1],
             goal=None,
-            note="httpx.Client GET with Connection: close",
+            note=f"{client} GET with Connection: close",
         ),
     ]
 
@@ -224,31 +235,13 @@ def _requests(url: str, pooled: _Size, new: _Size) -> list[Result]:
         from keepalive.adapters import requests as ka_requests
     except ImportError as exc:
         return [_missing("requests_pooled", exc), _missing("requests_new_connection", exc)]
-    close = {"Connection": "close"}
 
     @contextlib.contextmanager
     def sessions(headers: dict[str, str] | None) -> Iterator[Sides]:
         with requests.Session() as plain, ka_requests.session(policy=POLICY) as wrapped:
             yield (lambda: plain.get(url, headers=headers).content, lambda: wrapped.get(url, headers=headers).content)
 
-    return [
-        compare(
-            "requests_pooled",
-            lambda: sessions(None),
-            pairs=pooled[0],
-            rounds=pooled[1],
-            goal=">= 0.98",
-            note="requests.Session GET, one pooled connection",
-        ),
-        compare(
-            "requests_new_connection",
-            lambda: sessions(close),
-            pairs=new[0],
-            rounds=new[1],
-            goal=None,
-            note="requests.Session GET with Connection: close",
-        ),
-    ]
+    return _http_rows("requests", "requests.Session", sessions, pooled, new)
 
 
 def _redis(pooled: _Size, new: _Size) -> list[Result]:
