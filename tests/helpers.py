@@ -208,3 +208,20 @@ def _echo(conn: socket.socket) -> None:
     with contextlib.suppress(OSError):
         while data := conn.recv(65536):
             conn.sendall(data)
+
+
+def forked_exit_code(pid: int, *, within: float, deadlock: str) -> int:
+    """Wait for the forked child ``pid`` and return its exit code; kill it and fail with ``deadlock`` when it has
+    not exited ``within`` seconds (a child stuck on a lock that was held at fork time)."""
+    import time
+
+    deadline = time.monotonic() + within
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail(deadlock)
+        time.sleep(0.05)

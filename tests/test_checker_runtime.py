@@ -14,7 +14,7 @@ from keepalive import Policy
 from keepalive import _runtime as core_runtime
 from keepalive.checker import _runtime as checker_runtime
 from tests.checker_support import make_proc, nf_stat_text
-from tests.helpers import echo_server
+from tests.helpers import echo_server, forked_exit_code
 
 
 @pytest.fixture(autouse=True)
@@ -228,7 +228,6 @@ def test_resolve_returns_before_the_check_runs(monkeypatch: pytest.MonkeyPatch, 
 def test_a_fork_while_the_runtime_locks_are_held_does_not_deadlock_the_child() -> None:
     """Issue 15 item 4: both runtime locks are new in a child, so its first connection's resolve() returns."""
     import os
-    import time
     import warnings
 
     with core_runtime._lock, checker_runtime._lock:  # as if another thread were inside them at fork time
@@ -243,17 +242,7 @@ def test_a_fork_while_the_runtime_locks_are_held_does_not_deadlock_the_child() -
                 checker_runtime.run_once(Policy(idle=43))
             finally:
                 os._exit(code)
-    deadline = time.monotonic() + 60
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            pytest.fail("the child deadlocked on a runtime lock held at fork time")
-        time.sleep(0.05)
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert forked_exit_code(pid, within=60, deadlock="the child deadlocked on a runtime lock held at fork time") == 0
 
 
 def test_a_conntrack_counter_rising_during_the_sample_is_a_warning(

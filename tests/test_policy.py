@@ -317,10 +317,10 @@ def test_fork_during_a_slow_first_resolution_does_not_deadlock_the_child(monkeyp
     """Issue 15 item 4: a fork while another thread holds the default-resolution lock; the child resolves anew."""
     import os
     import threading
-    import time
     import warnings
 
     from keepalive import _policy
+    from tests.helpers import forked_exit_code
 
     inside = threading.Event()
     release = threading.Event()
@@ -345,17 +345,7 @@ def test_fork_during_a_slow_first_resolution_does_not_deadlock_the_child(monkeyp
                 code = 0 if keepalive.default_policy() == BUILTIN_POLICY else 3
             finally:
                 os._exit(code)
-        deadline = time.monotonic() + 60
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() > deadline:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                pytest.fail("the child's default_policy() deadlocked after fork")
-            time.sleep(0.05)
-        assert os.waitstatus_to_exitcode(status) == 0
+        assert forked_exit_code(pid, within=60, deadlock="the child's default_policy() deadlocked after fork") == 0
     finally:
         release.set()
         worker.join(30)
