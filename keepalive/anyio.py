@@ -30,12 +30,14 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     ) from exc
 
 from keepalive import _runtime
-from keepalive._async_common import ACCEPTED_INHERIT
+from keepalive._async_common import ACCEPTED_INHERIT, preload
 from keepalive._platform import Applied
 from keepalive._policy import Policy
 from keepalive._socket import apply as _apply_options
 
 __all__ = ["apply", "connect_tcp", "create_tcp_listener"]
+
+preload()  # what the first connect needs, loaded now rather than on the event loop (_async_common.PRELOAD)
 
 _AnyIPAddressFamily = Literal[
     socket.AddressFamily.AF_UNSPEC, socket.AddressFamily.AF_INET, socket.AddressFamily.AF_INET6

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, cast
 
 from keepalive import _runtime
-from keepalive._async_common import ACCEPTED_INHERIT
+from keepalive._async_common import ACCEPTED_INHERIT, preload
 from keepalive._platform import Applied
 from keepalive._policy import Policy
 from keepalive._socket import SocketLike
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from ssl import SSLContext
 
 __all__ = ["apply", "create_connection", "create_server", "open_connection", "start_server"]
+
+preload()  # what the first connect needs, loaded now rather than on the event loop (_async_common.PRELOAD)
 
 _ProtocolT = TypeVar("_ProtocolT", bound=asyncio.BaseProtocol)
 _AddrInfo: TypeAlias = tuple[socket.AddressFamily, socket.SocketKind, int, str, Any]

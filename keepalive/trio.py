@@ -24,12 +24,14 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     ) from exc
 
 from keepalive import _runtime
-from keepalive._async_common import ACCEPTED_INHERIT
+from keepalive._async_common import ACCEPTED_INHERIT, preload
 from keepalive._platform import Applied
 from keepalive._policy import Policy
 from keepalive._socket import apply as _apply_options
 
 __all__ = ["apply", "open_ssl_over_tcp_stream", "open_tcp_listeners", "open_tcp_stream", "serve_tcp"]
+
+preload()  # what the first connect needs, loaded now rather than on the event loop (_async_common.PRELOAD)
 
 DEFAULT_DELAY = 0.250  # trio's own default happy_eyeballs_delay
 

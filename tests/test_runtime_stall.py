@@ -15,6 +15,8 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
 from keepalive._path._pace import set_paced
 from keepalive.checker import _runtime as checker_runtime
 
@@ -185,3 +187,78 @@ def test_steps_list_names_importable_modules() -> None:
     import importlib.util
 
     assert all(importlib.util.find_spec(name) is not None for name in checker_runtime.STEPS)
+
+
+_FIRST_CONNECT = """
+import socket, sys, threading
+{imports}
+listener = socket.create_server(("127.0.0.1", 0))
+port = listener.getsockname()[1]
+seen = []
+
+class Recorder:
+    # Consulted for every module not yet imported: records which thread imports it, imports nothing itself.
+    def find_spec(self, name, path=None, target=None):
+        if threading.current_thread() is threading.main_thread():
+            seen.append(name)
+        return None
+
+{connect}
+sys.meta_path.insert(0, Recorder())
+{run}
+sys.meta_path.pop(0)
+from keepalive.checker import _runtime
+finished = _runtime.wait(60)
+result = {{"imported": sorted(set(seen)), "check_finished": finished, "mode": {mode!r}}}
+"""
+
+_RUNTIMES = {
+    "asyncio": (
+        "import asyncio",
+        "keepalive.asyncio",
+        "async def connect():\n    _, writer = await {module}.open_connection('127.0.0.1', port)\n    writer.close()",
+        "asyncio.run(connect())",
+    ),
+    "anyio": (
+        "import anyio",
+        "keepalive.anyio",
+        "async def connect():\n    stream = await {module}.connect_tcp('127.0.0.1', port)\n    await stream.aclose()",
+        "anyio.run(connect, backend='asyncio')",
+    ),
+    "trio": (
+        "import trio",
+        "keepalive.trio",
+        "async def connect():\n    stream = await {module}.open_tcp_stream('127.0.0.1', port)\n"
+        "    await stream.aclose()",
+        "trio.run(connect)",
+    ),
+}
+
+
+@pytest.mark.parametrize("runtime", sorted(_RUNTIMES))
+def test_first_wrapped_connect_imports_nothing_on_the_loop_beyond_the_runtimes_own(runtime: str) -> None:
+    """An async wrapper loads what its first connect needs when it is imported (``_async_common.PRELOAD``), before
+    the loop runs: the first wrapped connect of a process imports, on the loop's thread, nothing that the runtime's
+    own first connect does not import too (in another fresh process). The runtime check's imports happen in its
+    thread."""
+    pytest.importorskip(runtime)
+    base, wrapper, connect, run = _RUNTIMES[runtime]
+    found = {}
+    for mode, module in (("keepalive", wrapper), ("plain", runtime)):
+        imports = f"{base}\nimport {wrapper}"  # both processes load the wrapper: only the connect differs
+        code = _FIRST_CONNECT.format(imports=imports, connect=connect.format(module=module), run=run, mode=mode)
+        found[mode] = _run(code)
+        assert found[mode]["check_finished"] is True
+    extra = sorted(set(found["keepalive"]["imported"]) - set(found["plain"]["imported"]))  # type: ignore[arg-type]
+    assert extra == []
+
+
+def test_preload_names_the_modules_the_first_connect_needs() -> None:
+    """PRELOAD is what the default policy and the runtime check's starter import: a fresh process that imports
+    the wrapper has them, and without the preload (KEEPALIVE_CHECK=0 skips the starter) it does not load it."""
+    from keepalive._async_common import PRELOAD
+
+    code = "import sys\nimport keepalive.asyncio\nresult = {{'loaded': [m for m in {names!r} if m in sys.modules]}}"
+    assert _run(code.format(names=PRELOAD))["loaded"] == list(PRELOAD)
+    off = _run(code.format(names=PRELOAD), KEEPALIVE_CHECK="0")["loaded"]
+    assert off == ["keepalive._path._model"]

@@ -72,10 +72,14 @@ _NODE_CODES: Final = frozenset(
 
 #: Every module the runtime check imports, leaves first, so each import runs only its own module's body (a
 #: millisecond or so) between two pauses. tests/test_runtime_stall.py holds the list to what the check imports.
+#: ``copy`` and ``dataclasses`` are the standard-library modules an asyncio or trio program has not loaded yet
+#: (everything they import is loaded by the runtime); as steps of their own they do not lengthen a keepalive step.
 STEPS: Final = (
     "keepalive._path._pace",
     "keepalive._path._source",
     "keepalive._path._text",
+    "copy",
+    "dataclasses",
     "keepalive._path._parse",
     "keepalive._path._finding",
     "keepalive._path._middleboxes",
