@@ -62,9 +62,47 @@ def run(size: str) -> list[Result]:
                 extra=spread(ratios, "ratio"),
             )
         )
+    results.extend(_against_raw_calls(c_loops, c_rounds))
     if size != "smoke":
         results.extend(_pyperf(size))
     return results
+
+
+def _against_raw_calls(loops: int, rounds: int) -> list[Result]:
+    """The connection rows against the same connect with apply()'s setsockopt calls written out: keepalive's own
+    code, without the kernel's cost of the options (on a virtual machine a cold setsockopt after a connect costs a
+    few microseconds, which the rows against the plain connect include)."""
+    rows: list[Result] = []
+    candidates = [
+        (
+            "create_connection_vs_raw_calls_connect",
+            micro.time_keepalive_create_connection,
+            "keepalive.create_connection",
+        ),
+    ]
+    if hasattr(keepalive, "install"):
+        candidates.append(
+            (
+                "install_connect_vs_raw_calls_connect",
+                micro.time_connect_installed,
+                "socket.create_connection with keepalive.install() active (tighten-only: reads the options first)",
+            )
+        )
+    for name, candidate, what in candidates:
+        base, cand, ratios = interleaved(micro.time_raw_calls_create_connection, candidate, loops=loops, rounds=rounds)
+        rows.append(
+            Result(
+                name=name,
+                unit="s/connection",
+                ratio=statistics.median(ratios),
+                value=cand,
+                baseline=base,
+                note=f"{what} vs socket.create_connection written out with the same {len(micro.CALLS)} setsockopt "
+                f"calls before connect(), loopback connect + close, interleaved ({rounds} rounds of {loops})",
+                extra=spread(ratios, "ratio"),
+            )
+        )
+    return rows
 
 
 def _pyperf(size: str) -> list[Result]:

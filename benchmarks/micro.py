@@ -4,9 +4,12 @@ Run by ``python -m benchmarks``; standalone: ``python benchmarks/micro.py --fast
 
 * ``raw_setsockopt``: the setsockopt calls ``keepalive.apply()`` makes, written out by hand (the floor).
 * ``apply``: ``keepalive.apply(sock, policy)`` on the same kind of socket.
-  (These two are timed in thread CPU time, see ``cpu_clock``; the connection pairs in wall time.)
+  (All are timed in this thread's CPU time, see ``cpu_clock``.)
 * ``socket_create_connection`` / ``keepalive_create_connection``: connect + close on loopback.
 * ``connect_plain`` / ``connect_installed``: ``socket.create_connection`` without and with ``keepalive.install()``.
+* ``raw_calls_create_connection``: ``socket.create_connection`` written out with the setsockopt calls of
+  ``apply()`` before ``connect()``: what a connection with these options costs the kernel, without keepalive's code
+  (the floor of the two connection rows above).
 """
 
 from __future__ import annotations
@@ -85,16 +88,34 @@ def _address() -> tuple[str, int]:
 
 
 def _time_connect(connect: Callable[[tuple[str, int]], socket.socket], loops: int) -> float:
+    """Thread CPU time of ``loops`` connects and closes: what this thread spent, in Python and in the kernel's
+    connect, setsockopt and close. Wall time would add the waits for the GIL, which the listener's accepting thread
+    holds now and then, and the scheduler's: 10-20 % from one block to the next on a shared machine."""
     address = _address()
-    start = time.perf_counter()
+    clock = cpu_clock
+    start = clock()
     for _ in range(loops):
         sock = connect(address)
         sock.close()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def time_socket_create_connection(loops: int) -> float:
     return _time_connect(socket.create_connection, loops)
+
+
+def _raw_calls_create_connection(address: tuple[str, int]) -> socket.socket:
+    host, port = address
+    family, kind, proto, _canonname, sockaddr = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    for level, optname, value in CALLS:
+        sock.setsockopt(level, optname, value)
+    sock.connect(sockaddr)
+    return sock
+
+
+def time_raw_calls_create_connection(loops: int) -> float:
+    return _time_connect(_raw_calls_create_connection, loops)
 
 
 def time_keepalive_create_connection(loops: int) -> float:

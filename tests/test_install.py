@@ -283,7 +283,7 @@ def test_a_failing_apply_never_breaks_connect(echo: tuple[str, int], monkeypatch
 
     calls: list[object] = []
 
-    def broken(sock: Any, policy: Any = None) -> Any:
+    def broken(sock: Any, policy: Any = None, **options: Any) -> Any:
         calls.append(sock)
         raise RuntimeError("boom")
 

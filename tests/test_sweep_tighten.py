@@ -39,6 +39,7 @@ def listener() -> Iterator[tuple[str, int]]:
     user_timeout_ms=st.sampled_from([0, 1, 5_000, 3_600_000]),
     policy=st.builds(Policy, idle=timing, interval=timing, count=counts),
     connected=st.booleans(),
+    verify=st.booleans(),
 )
 def test_each_value_ends_at_the_smaller_and_nothing_is_loosened(
     listener: tuple[str, int],
@@ -49,8 +50,10 @@ def test_each_value_ends_at_the_smaller_and_nothing_is_loosened(
     user_timeout_ms: int,
     policy: Policy,
     connected: bool,
+    verify: bool,
 ) -> None:
-    """For any socket state and policy: min per timing, keepalive on, user timeout filled only where it was 0."""
+    """For any socket state and policy: min per timing, keepalive on, user timeout filled only where it was 0.
+    ``after`` is what getsockopt reads, whether tighten() read it back (``verify``) or computed it (install())."""
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, int(on))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
@@ -59,7 +62,7 @@ def test_each_value_ends_at_the_smaller_and_nothing_is_loosened(
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, user_timeout_ms)
         if connected:
             sock.connect(listener)
-        result = tighten(sock, policy)
+        result = tighten(sock, policy, verify=verify)
         got = keepalive_options(sock)
     want_user_timeout = user_timeout_ms or (policy.user_timeout_ms or 0)
     assert got == {
