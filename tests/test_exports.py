@@ -23,7 +23,11 @@ def test_all_is_sorted_and_unique() -> None:
 
 #: Names in a private module's ``__all__`` that the package does not re-export, and why.
 INTERNAL = {
-    "keepalive._async_common": {"ACCEPTED_INHERIT": "the async wrappers' shared platform fact"},
+    "keepalive._async_common": {
+        "ACCEPTED_INHERIT": "the async wrappers' shared platform fact",
+        "PRELOAD": "what the async wrappers import before their loop runs",
+        "preload": "called by each async wrapper when it is imported",
+    },
     "keepalive.adapters._internals": dict.fromkeys(
         (
             "apply_to_fd",
