@@ -141,28 +141,28 @@ def read_bytes(path: str | os.PathLike[str], limit: int) -> tuple[bytes | None, 
         os.close(fd)
 
 
+def _is_dir(path: str) -> bool | None:
+    """Whether ``path`` is a directory; None when it does not exist (ENOENT, ENOTDIR, ELOOP, EBADF, as
+    ``Path.exists()`` has it). Any other OSError is raised, to be shown."""
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError as exc:
+        if exc.errno in _MISSING_ERRNOS:
+            return None
+        raise
+
+
 def proc_root_problem(proc_root: str | os.PathLike[str]) -> str | None:
     """Why ``proc_root`` is not a mounted proc (missing, not a directory, no ``sys`` directory), or None."""
     # os.stat, not pathlib: this runs on the caller's thread (the default policy), where every import costs.
-    # Missing (ENOENT, ENOTDIR, ELOOP, EBADF) is "does not exist", as Path.exists() has it; anything else is shown.
     try:
         root = os.fspath(proc_root)
-        try:
-            mode = os.stat(root).st_mode
-        except OSError as exc:
-            if exc.errno in _MISSING_ERRNOS:
-                return "does not exist"
-            raise
-        if not stat.S_ISDIR(mode):
+        is_dir = _is_dir(root)
+        if is_dir is None:
+            return "does not exist"
+        if not is_dir:
             return "is not a directory"
-        try:
-            sys_mode = os.stat(os.path.join(root, "sys")).st_mode
-        except OSError as exc:
-            if exc.errno in _MISSING_ERRNOS:
-                sys_mode = 0
-            else:
-                raise
-        if not stat.S_ISDIR(sys_mode):
+        if not _is_dir(os.path.join(root, "sys")):
             return "is not a proc tree (no sys directory: an empty or unmounted hostPath?)"
     except (OSError, ValueError) as exc:
         return f"cannot be read ({exc})"
