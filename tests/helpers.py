@@ -18,6 +18,12 @@ from keepalive._socket import borrow_socket
 LINUX = hasattr(socket, "TCP_KEEPIDLE") and hasattr(socket, "TCP_USER_TIMEOUT")
 
 
+def environ_without_keepalive(**extra: str) -> dict[str, str]:
+    """``os.environ`` without the ``KEEPALIVE_*`` variables (a process as a user starts it, whatever the test run
+    has set), plus ``extra``."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("KEEPALIVE_")} | extra
+
+
 def _truthy(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 

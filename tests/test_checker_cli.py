@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 
 from tests.checker_support import make_proc, nf_stat_text
+from tests.helpers import environ_without_keepalive
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_check(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("KEEPALIVE_")}
+    environment = environ_without_keepalive()
     environment.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "keepalive", "check", *map(str, args)],
@@ -97,7 +98,7 @@ def test_textfile_in_a_missing_directory_is_an_error_not_a_traceback(tmp_path: P
 def test_every_repeats_logs_each_round_and_stops_on_sigterm(tmp_path: Path) -> None:
     proc = make_proc(tmp_path / "proc")
     textfile = tmp_path / "keepalive.prom"
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("KEEPALIVE_")}
+    environment = environ_without_keepalive()
     child = subprocess.Popen(
         [
             sys.executable,
@@ -214,7 +215,7 @@ def test_fresh_virtualenv_pip_install_then_keepalive_check(tmp_path: Path) -> No
 
 
 def test_every_with_json_prints_one_object_per_line(tmp_path: Path) -> None:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("KEEPALIVE_")}
+    environment = environ_without_keepalive()
     child = subprocess.Popen(
         [
             sys.executable,

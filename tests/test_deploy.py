@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import environ_without_keepalive
+
 yaml = pytest.importorskip("yaml")
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
@@ -140,7 +142,7 @@ def test_deployment_env_vars_give_a_valid_policy() -> None:
     known, unknown = parse_middleboxes(env["KEEPALIVE_MIDDLEBOX"])
     assert known
     assert not unknown
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("KEEPALIVE_")}
+    clean = environ_without_keepalive()
     result = subprocess.run(
         [sys.executable, "-m", "keepalive", "policy", "--json"],
         env={**clean, **env, "KEEPALIVE_CHECK": "0", "PYTHONPATH": str(ROOT)},
@@ -258,7 +260,7 @@ def test_daemonset_command_writes_metrics_and_logs_against_a_fake_host_root(tmp_
         else:
             mounts[mount["mountPath"]] = fake_for_volume[mount["name"]]
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEPALIVE_")}
+    env = environ_without_keepalive()
     for source in check.get("envFrom", []):
         config_map = _one("ConfigMap", source["configMapRef"]["name"])
         env.update({k: _rewrite(v, mounts) for k, v in config_map.get("data", {}).items()})

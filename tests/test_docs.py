@@ -4,7 +4,6 @@ public API — every name in ``keepalive.__all__`` and every public module."""
 from __future__ import annotations
 
 import ast
-import os
 import pkgutil
 import re
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import keepalive
+from tests.helpers import environ_without_keepalive
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -36,7 +36,7 @@ def built_site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subproce
     pytest.importorskip("myst_parser")
     pytest.importorskip("furo")
     out = tmp_path_factory.mktemp("docs-html")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEPALIVE_")}
+    env = environ_without_keepalive()
     result = subprocess.run(
         [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", str(DOCS), str(out)],
         env=env,

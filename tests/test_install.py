@@ -18,7 +18,14 @@ import pytest
 
 import keepalive
 from keepalive import Policy, _install, _runtime
-from tests.helpers import LINUX, assert_policy_applied, echo_server, expected_options, keepalive_options
+from tests.helpers import (
+    LINUX,
+    assert_policy_applied,
+    echo_server,
+    environ_without_keepalive,
+    expected_options,
+    keepalive_options,
+)
 
 pytestmark = pytest.mark.skipif(not LINUX, reason="reads back Linux keepalive options")
 
@@ -370,7 +377,7 @@ def test_loop_modules_imported_after_install_are_wrapped_on_import() -> None:
     )
     import subprocess
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEPALIVE_")}
+    env = environ_without_keepalive()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60, check=False)
     assert out.stdout.strip() == "True True", out.stderr
 

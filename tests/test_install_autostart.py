@@ -6,7 +6,6 @@ socket inside the child."""
 from __future__ import annotations
 
 import json
-import os
 import site
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import pytest
 from keepalive import BUILTIN_POLICY, Policy
 from keepalive._autostart import PTH_NAME
 from keepalive._install_cli import build_env, hook_installed
-from tests.helpers import LINUX, echo_server, expected_options, require_service
+from tests.helpers import LINUX, echo_server, environ_without_keepalive, expected_options, require_service
 from tests.http_servers import OriginServer, serving
 
 pytestmark = pytest.mark.skipif(not LINUX, reason="reads back Linux keepalive options")
@@ -42,7 +41,7 @@ DATABASE_CLIENTS = ["pymysql", "asyncpg"]
 
 def clean_env(**extra: str) -> dict[str, str]:
     """This environment without KEEPALIVE_* (the runtime check off: the children must stay quiet)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEPALIVE_")}
+    env = environ_without_keepalive()
     env["KEEPALIVE_CHECK"] = "0"
     env.update(extra)
     return env

@@ -6,7 +6,6 @@ timeout, then the server pushes a line. With KEEPALIVE_AUTO=1 the push arrives; 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 
 from keepalive.lab import Lab
-from tests.helpers import require_lab
+from tests.helpers import environ_without_keepalive, require_lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -113,7 +112,7 @@ def test_keepalive_auto_keeps_an_unadapted_program_alive_through_conntrack(lab: 
     try:
         for name, (mode, extra) in cases.items():
             argv = [sys.executable, "-c", PROGRAM, mode, lab.vip, str(PORT), str(IDLE_FOR + WAIT)]
-            env = {k: v for k, v in os.environ.items() if not k.startswith("KEEPALIVE_")}
+            env = environ_without_keepalive()
             processes[name] = lab.popen(
                 "client", argv, env={**env, **extra}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
             )

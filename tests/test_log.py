@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+from tests.helpers import environ_without_keepalive
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _fresh(code: str, **env: str) -> dict[str, object]:
     """Run ``code`` in a fresh interpreter (no KEEPALIVE_* variables but ``env``); it prints one JSON object."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("KEEPALIVE_")} | env
+    environ = environ_without_keepalive(**env)
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         cwd=ROOT,

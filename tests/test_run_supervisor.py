@@ -20,7 +20,7 @@ import pytest
 
 from keepalive import Policy
 from keepalive._supervisor import descendants
-from tests.helpers import LINUX, expected_options, require_service
+from tests.helpers import LINUX, environ_without_keepalive, expected_options, require_service
 from tests.reach_support import accepting_listener
 from tests.test_sweep_native import connections
 
@@ -34,7 +34,7 @@ NOBODY = 65534
 
 
 def env(**extra: str) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("KEEPALIVE_")}
+    clean = environ_without_keepalive()
     clean.update(KEEPALIVE_CHECK="0", KEEPALIVE_SWEEP="0.1")
     clean.update(extra)
     return clean

@@ -9,7 +9,6 @@ The stall itself is a number: ``python -m benchmarks --only startup`` measures i
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ import pytest
 
 from keepalive._path._pace import set_paced
 from keepalive.checker import _runtime as checker_runtime
+from tests.helpers import environ_without_keepalive
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBEADM_CONFIGMAP = ROOT / "tests" / "data" / "kube-proxy" / "kubeadm-configmap.yaml"
@@ -42,9 +42,7 @@ HEAVY = (
 def _run(code: str, **env: str) -> dict[str, object]:
     """Run ``code`` in a fresh interpreter without KEEPALIVE_* settings (plus ``env``); ``code`` sets ``result``,
     printed as JSON afterwards (json is imported only then: some checks are about what is imported)."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("KEEPALIVE_")}
-    clean["PYTHONPATH"] = str(ROOT)
-    clean.update(env)
+    clean = environ_without_keepalive(PYTHONPATH=str(ROOT), **env)
     proc = subprocess.run(
         [sys.executable, "-c", code + "\nimport json\nprint(json.dumps(result))\n"],
         env=clean,

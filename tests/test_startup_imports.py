@@ -9,7 +9,6 @@ environment (site and the venv import some modules before keepalive runs). The t
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from keepalive import _autostart, _policy
+from tests.helpers import environ_without_keepalive
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,7 +29,7 @@ _PRINT = "import sys, json; print(json.dumps(sorted(sys.modules)))"
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEPALIVE_")}
+    env = environ_without_keepalive()
     env["KEEPALIVE_CHECK"] = "0"
     env.update(extra)
     return env

@@ -19,7 +19,7 @@ import pytest
 
 import keepalive
 from keepalive import Policy, _install
-from tests.helpers import LINUX, expected_options, require_service
+from tests.helpers import LINUX, environ_without_keepalive, expected_options, require_service
 from tests.reach_support import accepting_listener
 
 pytestmark = pytest.mark.skipif(not LINUX or not os.path.exists("/proc/self/net/tcp"), reason="needs Linux /proc")
@@ -33,7 +33,7 @@ LIBPQ_OWN = {"keepalive": 1, "idle": 7200, "interval": 75, "count": 9, "user_tim
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEPALIVE_")}
+    env = environ_without_keepalive()
     env.update(KEEPALIVE_CHECK="0", **POLICY.to_env())
     env.update(extra)
     return env
